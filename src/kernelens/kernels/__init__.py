@@ -1,0 +1,29 @@
+"""Classic kernels behind one small interface, and kernel estimators with a scikit-learn API."""
+
+from .base import Kernel
+from .classic import (
+    GaussianKernel,
+    LaplaceKernel,
+    LinearKernel,
+    MahalanobisGaussianKernel,
+    MahalanobisLaplaceKernel,
+    PolynomialKernel,
+    ProductLaplaceKernel,
+)
+from .distances import euclidean_distances, squared_distances
+from .registry import KERNELS, make_kernel
+
+__all__ = [
+    "KERNELS",
+    "GaussianKernel",
+    "Kernel",
+    "LaplaceKernel",
+    "LinearKernel",
+    "MahalanobisGaussianKernel",
+    "MahalanobisLaplaceKernel",
+    "PolynomialKernel",
+    "ProductLaplaceKernel",
+    "euclidean_distances",
+    "make_kernel",
+    "squared_distances",
+]
