@@ -11,12 +11,17 @@ from .classic import (
     ProductLaplaceKernel,
 )
 from .distances import euclidean_distances, squared_distances
+from .gp import GaussianProcessRegressor
 from .registry import KERNELS, make_kernel
+from .ridge import KernelClassifier, KernelRidge
 
 __all__ = [
     "KERNELS",
     "GaussianKernel",
+    "GaussianProcessRegressor",
     "Kernel",
+    "KernelClassifier",
+    "KernelRidge",
     "LaplaceKernel",
     "LinearKernel",
     "MahalanobisGaussianKernel",

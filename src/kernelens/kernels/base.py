@@ -31,6 +31,8 @@ class Kernel(ABC):
 
     #: Registry name of the kernel (used by :func:`kernelens.kernels.make_kernel`).
     name: str = "kernel"
+    #: Whether the constructor takes a ``bandwidth``.
+    has_bandwidth: bool = False
 
     # -- public API ------------------------------------------------------------------------
     def __call__(self, X1: torch.Tensor, X2: torch.Tensor | None = None) -> torch.Tensor:

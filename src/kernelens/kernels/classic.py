@@ -47,6 +47,8 @@ def _bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
 class _StationaryKernel(Kernel):
     """Kernels with ``k(x, x) = 1``."""
 
+    has_bandwidth = True
+
     def __init__(self, bandwidth: float | torch.Tensor = 1.0) -> None:
         self.bandwidth = _bandwidth(bandwidth)
 
