@@ -40,7 +40,7 @@ REFERENCES = {
     ),
     "mahalanobis_gaussian": (
         lambda: make_kernel("mahalanobis_gaussian", M=torch.from_numpy(_psd(5)), bandwidth=L),
-        lambda a, b: np.exp(-cdist(a, b, "mahalanobis", VI=_psd(5)) ** 2 / (2 * L**2)),
+        lambda a, b: np.exp(-(cdist(a, b, "mahalanobis", VI=_psd(5)) ** 2) / (2 * L**2)),
     ),
     "linear": (lambda: make_kernel("linear"), lambda a, b: a @ b.T),
     "polynomial": (
@@ -127,7 +127,9 @@ def test_bad_inputs_name_the_argument():
         k(torch.zeros(0, 2))
     with pytest.raises(ValueError, match="X1 must be 2-D"):
         k(torch.zeros(3))
-    with pytest.raises(TypeError, match="X2 has dtype torch.float32 but X1 has dtype torch.float64"):
+    with pytest.raises(
+        TypeError, match="X2 has dtype torch.float32 but X1 has dtype torch.float64"
+    ):
         k(torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="positive semi-definite"):
         make_kernel("mahalanobis_laplace", M=-torch.eye(3))

@@ -147,7 +147,7 @@ def test_classifier_strings_and_calibrated_proba(data):
         np.delete(X, i, 0), np.eye(2)[(labels == "pos").astype(int)][np.r_[0:i, i + 1 : 90]]
     )
     n = X.shape[0]
-    K = np.exp(-cdist(X, X) ** 2 / 8) + 0.1 * np.eye(n)
+    K = np.exp(-(cdist(X, X) ** 2) / 8) + 0.1 * np.eye(n)
     Y = np.eye(2)[(labels == "pos").astype(int)]
     coef = np.linalg.solve(K, Y)
     loo = Y - coef / np.diag(np.linalg.inv(K))[:, None]

@@ -72,9 +72,7 @@ class KernelEstimatorMixin(BaseEstimator):
     def _validate_X(self, X: Any, *, reset: bool, y: Any = "no_validation", **kw: Any) -> Any:
         """scikit-learn validation of numpy or torch input (returns numpy; ``(X, y)`` when
         ``y`` is given, as ``validate_data`` does)."""
-        return validate_data(
-            self, to_numpy(X), to_numpy(y), reset=reset, dtype=np.float64, **kw
-        )
+        return validate_data(self, to_numpy(X), to_numpy(y), reset=reset, dtype=np.float64, **kw)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.tensor(a, dtype=self._torch_dtype())
