@@ -26,7 +26,7 @@ import torch
 
 from .._validation import as_tensor, check_nonnegative, check_positive, check_positive_int
 from .base import Kernel
-from .distances import euclidean_distances, squared_distances
+from .distances import euclidean_distances, needs_autograd, squared_distances
 
 __all__ = [
     "GaussianKernel",
@@ -42,6 +42,13 @@ __all__ = [
 def _bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
     check_positive(value.detach() if isinstance(value, torch.Tensor) else value, "bandwidth")
     return value
+
+
+def _exp_scaled(D: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """``exp(-D / scale)``, in place on ``D`` when autograd does not need it."""
+    if needs_autograd(D, scale):
+        return torch.exp(-D / scale)
+    return D.mul_(-1.0 / scale).exp_()
 
 
 class _StationaryKernel(Kernel):
@@ -67,7 +74,7 @@ class LaplaceKernel(_StationaryKernel):
     name = "laplace"
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return torch.exp(-euclidean_distances(X1, X2, same=same) / self.bandwidth)
+        return _exp_scaled(euclidean_distances(X1, X2, same=same), self.bandwidth)
 
 
 class GaussianKernel(_StationaryKernel):
@@ -76,8 +83,7 @@ class GaussianKernel(_StationaryKernel):
     name = "gaussian"
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        d2 = squared_distances(X1, X2, same=same)
-        return torch.exp(-d2 / (2.0 * self.bandwidth**2))
+        return _exp_scaled(squared_distances(X1, X2, same=same), 2.0 * self.bandwidth**2)
 
 
 class ProductLaplaceKernel(_StationaryKernel):
@@ -86,7 +92,7 @@ class ProductLaplaceKernel(_StationaryKernel):
     name = "product_laplace"
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return torch.exp(-torch.cdist(X1, X2, p=1.0) / self.bandwidth)
+        return _exp_scaled(torch.cdist(X1, X2, p=1.0), self.bandwidth)
 
 
 class _MahalanobisKernel(_StationaryKernel):
@@ -126,8 +132,7 @@ class MahalanobisLaplaceKernel(_MahalanobisKernel):
     name = "mahalanobis_laplace"
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        d = euclidean_distances(X1, X2, M=self._M(X1), same=same)
-        return torch.exp(-d / self.bandwidth)
+        return _exp_scaled(euclidean_distances(X1, X2, M=self._M(X1), same=same), self.bandwidth)
 
 
 class MahalanobisGaussianKernel(_MahalanobisKernel):
@@ -137,7 +142,7 @@ class MahalanobisGaussianKernel(_MahalanobisKernel):
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
         d2 = squared_distances(X1, X2, M=self._M(X1), same=same)
-        return torch.exp(-d2 / (2.0 * self.bandwidth**2))
+        return _exp_scaled(d2, 2.0 * self.bandwidth**2)
 
 
 class LinearKernel(Kernel):

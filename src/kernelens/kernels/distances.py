@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["euclidean_distances", "squared_distances"]
+__all__ = ["euclidean_distances", "needs_autograd", "squared_distances"]
 
 #: Pairs with ``d^2 <= ratio * (|a|^2 + |b|^2)`` are recomputed from their difference; the
 #: expansion's relative error elsewhere is then at most ``eps / ratio``.
@@ -14,6 +14,14 @@ _REFINE_RATIO = {
     torch.float16: 1e-1,
     torch.bfloat16: 1e-1,
 }
+
+
+def needs_autograd(*tensors: object) -> bool:
+    """Whether autograd is recording and any of ``tensors`` requires grad (then kernels must
+    not compute in place)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors
+    )
 
 
 def squared_distances(
@@ -36,26 +44,25 @@ def squared_distances(
     centre = X2.detach().mean(dim=0, keepdim=True)
     A = X1 - centre
     B = X2 - centre
-    if M is None:
-        AM, BM = A, B
-    else:
-        AM, BM = A @ M, B @ M
+    AM, BM = (A, B) if M is None else (A @ M, B @ M)
     a2 = (AM * A).sum(dim=1)
     b2 = (BM * B).sum(dim=1)
-    scale = a2[:, None] + b2[None, :]
-    d2 = (scale - 2.0 * (AM @ B.T)).clamp_min(0.0)
+    d2 = torch.addmm(b2[None, :], AM, B.T, alpha=-2.0).add_(a2[:, None]).clamp_min_(0.0)
+    # Candidates for refinement by a cheap per-row bound, then the exact criterion on them.
     ratio = _REFINE_RATIO.get(d2.dtype, 1e-2)
-    rows, cols = torch.nonzero(d2.detach() <= ratio * scale.detach(), as_tuple=True)
-    if same:
-        keep = rows != cols
+    with torch.no_grad():
+        bound = ratio * (a2 + b2.max())
+        rows, cols = torch.nonzero(d2 <= bound[:, None], as_tuple=True)
+        keep = d2[rows, cols] <= ratio * (a2[rows] + b2[cols])
+        if same:
+            keep &= rows != cols
         rows, cols = rows[keep], cols[keep]
     if rows.numel():
         diff = A[rows] - B[cols]
         exact = ((diff if M is None else diff @ M) * diff).sum(dim=1)
         d2 = d2.index_put((rows, cols), exact)
     if same:
-        n = d2.shape[0]
-        d2 = d2 * (1.0 - torch.eye(n, dtype=d2.dtype, device=d2.device))
+        d2.diagonal().zero_()
     return d2
 
 
@@ -74,4 +81,6 @@ def euclidean_distances(
     """
     d2 = squared_distances(X1, X2, M=M, same=same)
     tiny = torch.finfo(d2.dtype).tiny
-    return torch.sqrt(d2.clamp_min(tiny))
+    if needs_autograd(d2):
+        return torch.sqrt(d2.clamp_min(tiny))
+    return d2.clamp_min_(tiny).sqrt_()

@@ -73,23 +73,22 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
                 f"the {n} x {n} Gram does not fit memory_budget={self.memory_budget}; raise "
                 "memory_budget or subsample (iterative solvers: kernelens.rfm / kernelens.linalg)."
             )
-        A = K + alpha * torch.eye(n, dtype=K.dtype, device=K.device)
-        L, _ = jittered_cholesky(A)
+        K.diagonal().add_(alpha)  # K is ours and used only here: regularise in place
+        L, _ = jittered_cholesky(K)
         return torch.cholesky_solve(Y, L), L
 
-    def _fit_targets(self, X: Any, Y: np.ndarray) -> torch.Tensor:
-        """Common fit path on validated ``X`` and 2-D targets; returns the training Gram."""
+    def _fit_targets(self, X: Any, Y: np.ndarray) -> None:
+        """Common fit path on validated ``X`` and 2-D targets ``Y [n, k]``."""
         self.kernel_ = self._make_kernel()
         Xt = self._tensor(X)
         if self.kernel_ is None and Xt.shape[0] != Xt.shape[1]:
             raise ValueError(
                 f"kernel='precomputed' needs a square training Gram, got shape {tuple(Xt.shape)}."
             )
-        K = self._gram(Xt)
+        K = Xt.clone() if self.kernel_ is None else self._gram(Xt)
         coef, self._cholesky = self._solve(K, self._tensor(Y))
         self.X_fit_ = Xt
         self._coef2d = coef
-        return K
 
     def fit(self, X: Any, y: Any) -> KernelRidge:
         """Fit on ``X [n, d]`` (numpy or torch) and ``y [n]`` or ``[n, k]``."""
