@@ -1,0 +1,17 @@
+"""Offline data sets: every loader reads files shipped with kernelens or installed locally, or
+generates data from a seed; nothing is downloaded.
+
+Split loaders return a :class:`DataSplit` (``X_train, y_train, X_test, y_test, classes, name,
+source, licence, info``). See docs/data.md for the source, licence, sizes and split of each set.
+"""
+
+from ._fashion_mnist import FASHION_MNIST_CLASSES, balanced_order, fashion_mnist, find_fashion_mnist
+from ._split import DataSplit
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "DataSplit",
+    "balanced_order",
+    "fashion_mnist",
+    "find_fashion_mnist",
+]
