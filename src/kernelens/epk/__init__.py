@@ -1,0 +1,25 @@
+"""The Exact Path Kernel: a trained network as an exact kernel machine over its training data.
+
+Record training with :class:`TrajectoryRecorder` (or :func:`fit`), then
+:class:`ExactPathKernel` turns the :class:`Trajectory` into per-example attributions,
+path-kernel values, exact predictions and GP-style uncertainty. See docs/epk.md.
+"""
+
+from .losses import LossSpec, resolve_loss
+from .optim import SUPPORTED_OPTIMIZERS, StepRule
+from .recorder import TrajectoryRecorder, fit
+from .store import StoreError
+from .trajectory import StepRecord, Trajectory, TrajectoryHeader
+
+__all__ = [
+    "SUPPORTED_OPTIMIZERS",
+    "LossSpec",
+    "StepRecord",
+    "StepRule",
+    "StoreError",
+    "Trajectory",
+    "TrajectoryHeader",
+    "TrajectoryRecorder",
+    "fit",
+    "resolve_loss",
+]
