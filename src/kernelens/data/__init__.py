@@ -5,13 +5,21 @@ Split loaders return a :class:`DataSplit` (``X_train, y_train, X_test, y_test, c
 source, licence, info``). See docs/data.md for the source, licence, sizes and split of each set.
 """
 
+from ._digits import digits
 from ._fashion_mnist import FASHION_MNIST_CLASSES, balanced_order, fashion_mnist, find_fashion_mnist
 from ._split import DataSplit
+from ._synthetic import noisy_clusters, rfm_scaling, rfm_scaling_target, spirals, two_moons
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "DataSplit",
     "balanced_order",
+    "digits",
     "fashion_mnist",
     "find_fashion_mnist",
+    "noisy_clusters",
+    "rfm_scaling",
+    "rfm_scaling_target",
+    "spirals",
+    "two_moons",
 ]
