@@ -1,5 +1,12 @@
-"""Shared linear algebra: operators, solvers, eigensolvers, trace and rank estimators."""
+"""Shared linear algebra: operators, solvers, eigensolvers, trace and rank estimators.
 
+Everything here accepts a dense ``[n, n]`` tensor or a matrix-free :class:`LinearOperator`
+(only ``matmat`` is called), works in float32 and float64 on the device of its input, and
+takes ``seed=`` (an int or a ``torch.Generator``) wherever randomness is involved.
+"""
+
+from ._common import ConvergenceWarning
+from .cg import CGResult, Preconditioner, conjugate_gradient
 from .cholesky import JitterWarning, cholesky_solve, jittered_cholesky
 from .operator import (
     DenseOperator,
@@ -10,12 +17,16 @@ from .operator import (
 )
 
 __all__ = [
+    "CGResult",
+    "ConvergenceWarning",
     "DenseOperator",
     "DiagonalOperator",
     "IdentityOperator",
     "JitterWarning",
     "LinearOperator",
+    "Preconditioner",
     "aslinearoperator",
     "cholesky_solve",
+    "conjugate_gradient",
     "jittered_cholesky",
 ]

@@ -58,6 +58,16 @@ def jittered_cholesky(
     )
 
 
+def _is_vector_batch(b_shape: torch.Size, a_shape: torch.Size) -> bool:
+    if b_shape[-1] != a_shape[-1]:
+        return False
+    try:
+        torch.broadcast_shapes(b_shape[:-1], a_shape[:-2])
+    except RuntimeError:
+        return False
+    return True
+
+
 def cholesky_solve(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -69,7 +79,9 @@ def cholesky_solve(
 
     Args:
         A: ``[..., n, n]``.
-        B: ``[..., n]`` or ``[..., n, k]`` (batch dimensions broadcast).
+        B: ``[..., n]`` or ``[..., n, k]`` (batch dimensions broadcast). ``B`` is read as
+            a batch of vectors when it is 1-D or has one dimension less than ``A`` with
+            batch dimensions that broadcast against ``A``'s, as a block of columns otherwise.
         jitter: first jitter to try if ``A`` is not numerically PD (see
             :func:`jittered_cholesky`).
         warn: warn when jitter was needed.
@@ -78,7 +90,7 @@ def cholesky_solve(
         ``X`` with the shape of ``B``. Differentiable with respect to ``A`` and ``B``.
     """
     L, _ = jittered_cholesky(A, jitter=jitter, warn=warn)
-    vec = B.ndim == A.ndim - 1
+    vec = B.ndim == 1 or (B.ndim == A.ndim - 1 and _is_vector_batch(B.shape, A.shape))
     Bm = B.unsqueeze(-1) if vec else B
     if Bm.shape[-2] != A.shape[-1]:
         raise ValueError(
