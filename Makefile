@@ -10,7 +10,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kernelens-installed
 REPORT_DIR ?= reports
 
-.PHONY: demo test test-all lint bench venv clean
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.kernelens-installed
+
+.PHONY: demo test test-all lint bench bench-env venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +35,23 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Benchmarks run kernelens and its peers (xrfm, explaind, neural-tangents) in one process, in a
+# separate venv so the peers never become dependencies. Results are appended to BENCHMARKS.md.
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q torch==2.13.0
+	$(BENCH_PY) -m pip install -q -e ".[dev]"
+	$(BENCH_PY) -m pip install -q -r benchmarks/requirements-peers.txt
+	$(BENCH_PY) -m pip install -q --ignore-requires-python explaind==0.1.0
+	touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	for b in kernels linalg ntk epk rfm sparse; do \
+	  if [ -f benchmarks/$$b.py ]; then $(BENCH_PY) -m benchmarks.$$b --record || exit 1; fi; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
