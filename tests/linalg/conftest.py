@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def spd_matrix(
@@ -66,12 +67,13 @@ def make_kernel_matrix():
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    """Run each linalg test on one intra-op thread.
+    """Run each linalg test on one BLAS / intra-op thread (torch and numpy/scipy).
 
-    The tests use many small matrix products; on a loaded 2-core machine two OpenMP threads
-    make each of them tens of times slower through synchronisation. Restored afterwards.
+    The tests use many small matrix products; on a loaded 2-core machine two threads make
+    each of them tens of times slower through synchronisation. Restored afterwards.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(before)

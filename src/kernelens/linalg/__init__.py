@@ -8,6 +8,7 @@ takes ``seed=`` (an int or a ``torch.Generator``) wherever randomness is involve
 from ._common import ConvergenceWarning
 from .cg import CGResult, Preconditioner, conjugate_gradient
 from .cholesky import JitterWarning, cholesky_solve, jittered_cholesky
+from .lanczos import lanczos_eigh
 from .operator import (
     DenseOperator,
     DiagonalOperator,
@@ -29,4 +30,5 @@ __all__ = [
     "cholesky_solve",
     "conjugate_gradient",
     "jittered_cholesky",
+    "lanczos_eigh",
 ]
