@@ -16,6 +16,9 @@ from .operator import (
     LinearOperator,
     aslinearoperator,
 )
+from .randomized import randomized_eigh
+from .rank import entropy_effective_rank, participation_ratio
+from .trace import hutchinson_trace, hutchpp_trace
 
 __all__ = [
     "CGResult",
@@ -29,6 +32,11 @@ __all__ = [
     "aslinearoperator",
     "cholesky_solve",
     "conjugate_gradient",
+    "entropy_effective_rank",
+    "hutchinson_trace",
+    "hutchpp_trace",
     "jittered_cholesky",
     "lanczos_eigh",
+    "participation_ratio",
+    "randomized_eigh",
 ]
