@@ -119,9 +119,10 @@ def test_full_set_from_kernelens_data(fake_full_set):
     assert fashion_mnist(source="bundled").info["source"] == "bundled"
 
 
-def test_kernelens_data_root_itself(fake_full_set, monkeypatch):
+def test_kernelens_data_root_itself_is_not_searched(fake_full_set, monkeypatch):
+    """MNIST uses the same file names, so only the fashion-mnist sub-directory counts."""
     monkeypatch.setenv("KERNELENS_DATA", str(fake_full_set))
-    assert find_fashion_mnist() == fake_full_set
+    assert find_fashion_mnist() is None
 
 
 def test_incomplete_directory_is_ignored(fake_full_set):

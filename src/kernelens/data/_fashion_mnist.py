@@ -1,8 +1,9 @@
 """Fashion-MNIST: the full set when installed, else a class-balanced subset shipped in the package.
 
 Search order for the full set (the four IDX files of Zalando's release, ``.gz`` or plain):
-``$KERNELENS_DATA/fashion-mnist/``, ``$KERNELENS_DATA/``, then the Debian/Ubuntu package
-location ``/usr/share/datasets/fashion-mnist/`` (``apt install dataset-fashion-mnist``).
+``$KERNELENS_DATA/fashion-mnist/``, then the Debian/Ubuntu package location
+``/usr/share/datasets/fashion-mnist/`` (``apt install dataset-fashion-mnist``). The sub-directory
+is required because the original MNIST uses the very same file names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_positive_int
-from ._bundle import bundled_file
+from ._bundle import BUNDLE_DIR, bundled_file
 from ._idx import read_idx
 from ._split import DataSplit, check_float_dtype, check_seed
 
@@ -68,14 +69,14 @@ def idx_path(directory: Path, stem: str) -> Path | None:
 def find_fashion_mnist() -> Path | None:
     """Directory holding the full Fashion-MNIST IDX files, or ``None`` if none is found.
 
-    Looks in ``$KERNELENS_DATA/fashion-mnist``, ``$KERNELENS_DATA`` and
-    ``/usr/share/datasets/fashion-mnist``, in that order; a directory counts only if it holds all
-    four files.
+    Looks in ``$KERNELENS_DATA/fashion-mnist`` and ``/usr/share/datasets/fashion-mnist``, in that
+    order; a directory counts only if it holds all four files. (Not ``$KERNELENS_DATA`` itself:
+    MNIST's files have the same names.)
     """
     candidates = []
     root = os.environ.get("KERNELENS_DATA")
     if root:
-        candidates += [Path(root) / "fashion-mnist", Path(root)]
+        candidates.append(Path(root) / "fashion-mnist")
     candidates.append(DEBIAN_FASHION_MNIST_DIR)
     for directory in candidates:
         stems = [stem for pair in FULL_FILES.values() for stem in pair]
@@ -223,11 +224,7 @@ def fashion_mnist(
         licence=_LICENCE,
         info={
             "source": "bundled" if directory is None else "full",
-            "path": str(
-                directory
-                if directory is not None
-                else bundled_file(BUNDLE_FILES["train"][0]).parent
-            ),
+            "path": str(directory or BUNDLE_DIR),
             "train_index": torch.from_numpy(parts["train"][2].astype(np.int64)),
             "test_index": torch.from_numpy(parts["test"][2].astype(np.int64)),
         },
