@@ -91,6 +91,7 @@ def test_bad_works(works, error, match):
         ("{braces} [stage]", "(braces) [stage]"),
         ("  \n  padded \n\n ", "padded"),
         ("ﬁne ½", "fine 1 2"),
+        ("\u210cello \u0130stanbul", "hello istanbul"),
         ("", ""),
     ],
 )

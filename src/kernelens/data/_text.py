@@ -134,16 +134,17 @@ def shakespeare_text(works: str | Sequence[str] | None = None) -> str:
 def normalize_text(text: str) -> str:
     """Map ``text`` onto :data:`TEXT_VOCAB` (idempotent).
 
-    Steps: lower-case; Unicode NFKD with combining marks dropped (``é`` -> ``e``); typographic
-    quotes and dashes to ASCII ``'``, ``"``, ``-`` and braces to parentheses; ``\\r\\n`` and
-    ``\\r`` to ``\\n``; every other character outside the vocabulary (tabs, ``&``, ``*``, ``/``,
-    non-Latin letters, ...) to a space; runs of spaces to one space, spaces at the start and end
-    of lines removed, three or more newlines to two; leading and trailing whitespace removed.
+    Steps: Unicode NFKD with combining marks dropped (``é`` -> ``e``, ``ﬁ`` -> ``fi``);
+    lower-case; typographic quotes and dashes to ASCII ``'``, ``"``, ``-`` and braces to
+    parentheses; ``\\r\\n`` and ``\\r`` to ``\\n``; every other character outside the vocabulary
+    (tabs, ``&``, ``*``, ``/``, non-Latin letters, ...) to a space; runs of spaces to one space,
+    spaces at the start and end of lines removed, three or more newlines to two; leading and
+    trailing whitespace removed.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}.")
-    text = unicodedata.normalize("NFKD", text.lower())
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     text = text.translate(_TYPOGRAPHIC).replace("\r\n", "\n").replace("\r", "\n")
     text = _OUTSIDE.sub(" ", text)
     text = re.sub(r" {2,}", " ", text)
@@ -228,10 +229,11 @@ def text_windows(
     The text is normalised (:func:`normalize_text`) onto the fixed 51-character vocabulary
     :data:`TEXT_VOCAB`, then cut into ``len // block_size`` consecutive blocks of (nearly) equal
     length, at least ``block_size`` characters each; a seeded random ``test_fraction`` of the
-    blocks (at least one, leaving at least one) are test blocks. Every window (``context`` characters
-    plus the target) lies inside one block, so no character position of the text is seen by
-    both a training and a test window. (Passages that recur verbatim, such as refrains or stage
-    directions, can still appear on both sides: that is repetition in the text, not overlap.)
+    blocks (at least one, leaving at least one) are test blocks. Every window (``context``
+    characters plus the target) lies inside one block, so no character position of the text is
+    seen by both a training and a test window. (Passages that recur verbatim, such as refrains
+    or stage directions, can still appear on both sides: that is repetition in the text, not
+    overlap.)
     ``n_train`` / ``n_test`` windows are then drawn without replacement, uniformly from all
     valid start positions of each side; windows of one side may overlap each other.
 
