@@ -1,0 +1,35 @@
+"""Sparse Kernel layers: differentiable local kernel ridge regression for deep pipelines.
+
+:class:`SparseKernelLayer` answers each query by kernel ridge regression on its ``k`` nearest
+centers; its three parameter sets (features, targets, centers) can each be fixed or learned.
+Neighbour search backends live in :mod:`kernelens.sparse.neighbors`.
+"""
+
+from .bandwidth import median_neighbor_distance
+from .batched_gram import batched_gram, batched_squared_distances
+from .layer import SparseKernelLayer
+from .local import local_kernel_regression
+from .neighbors import (
+    INDEXES,
+    FaissFlatIndex,
+    FaissHNSWIndex,
+    NeighborIndex,
+    TorchExactIndex,
+    knn_recall,
+    make_index,
+)
+
+__all__ = [
+    "INDEXES",
+    "FaissFlatIndex",
+    "FaissHNSWIndex",
+    "NeighborIndex",
+    "SparseKernelLayer",
+    "TorchExactIndex",
+    "batched_gram",
+    "batched_squared_distances",
+    "knn_recall",
+    "local_kernel_regression",
+    "make_index",
+    "median_neighbor_distance",
+]

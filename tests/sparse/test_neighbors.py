@@ -1,0 +1,145 @@
+"""Neighbour search backends against a brute-force numpy/scipy reference."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from kernelens.sparse import (
+    FaissFlatIndex,
+    FaissHNSWIndex,
+    NeighborIndex,
+    TorchExactIndex,
+    knn_recall,
+    make_index,
+)
+
+
+def _data(n=500, B=60, p=8, dtype=torch.float64, seed=0):
+    g = np.random.default_rng(seed)
+    P = g.normal(size=(n, p)) + 5.0  # offset: the centring must handle it
+    Q = g.normal(size=(B, p)) + 5.0
+    return torch.from_numpy(P).to(dtype), torch.from_numpy(Q).to(dtype)
+
+
+def _reference(P, Q, k):
+    D = cdist(Q.double().numpy(), P.double().numpy(), "sqeuclidean")
+    idx = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, idx, axis=1), idx
+
+
+@pytest.mark.parametrize("budget", [None, 1])  # 1 byte -> smallest tiles: many merges
+def test_torch_exact_matches_bruteforce(budget):
+    P, Q = _data()
+    k = 7
+    d2, idx = TorchExactIndex(memory_budget=budget).build(P).search(Q, k)
+    ref_d, ref_i = _reference(P, Q, k)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    np.testing.assert_allclose(d2.numpy(), ref_d, rtol=1e-10, atol=1e-10)
+    assert d2.dtype == torch.float64 and idx.dtype == torch.int64
+
+
+def test_torch_exact_tiles_really_split():
+    # budget of 1 MiB (the floor) with n = 40000 forces several point tiles per query tile
+    P, Q = _data(n=40000, B=3, p=4, dtype=torch.float32)
+    _d2, idx = TorchExactIndex(memory_budget=1).build(P).search(Q, 5)
+    _, ref_i = _reference(P, Q, 5)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+
+
+def test_torch_exact_k_equals_n_returns_all_sorted():
+    P, Q = _data(n=20, B=4)
+    d2, idx = TorchExactIndex().build(P).search(Q, 20)
+    assert sorted(idx[0].tolist()) == list(range(20))
+    assert bool((d2[:, 1:] >= d2[:, :-1]).all())
+
+
+def test_faiss_flat_matches_torch():
+    P, Q = _data(dtype=torch.float32)
+    k = 6
+    _, ref_i = _reference(P, Q, k)
+    d2, idx = FaissFlatIndex().build(P).search(Q, k)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    ref_d, _ = _reference(P, Q, k)
+    np.testing.assert_allclose(d2.numpy(), ref_d, rtol=1e-4, atol=1e-4)
+
+
+def test_hnsw_recall_is_high_and_ids_map_back():
+    P, Q = _data(n=3000, B=200, p=16, dtype=torch.float32)
+    k = 10
+    _, exact = TorchExactIndex().build(P).search(Q, k)
+    hnsw = FaissHNSWIndex(ef_search=64).build(P)
+    d2, idx = hnsw.search(Q, k)
+    assert knn_recall(idx, exact) > 0.9
+    # returned distances belong to the returned ids
+    true_d = ((Q[:, None, :] - P[idx]) ** 2).sum(-1)
+    torch.testing.assert_close(d2, true_d, rtol=1e-4, atol=1e-3)
+    assert not hnsw.exact and TorchExactIndex.exact and FaissFlatIndex.exact
+
+
+def test_hnsw_queries_that_are_indexed_points_find_themselves():
+    P, _ = _data(n=1000, p=8, dtype=torch.float32)
+    _, idx = FaissHNSWIndex().build(P).search(P[:100], 1)
+    assert (idx[:, 0] == torch.arange(100)).float().mean() > 0.98
+
+
+def test_knn_recall_values():
+    exact = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    assert knn_recall(exact.flip(1), exact) == 1.0
+    assert knn_recall(torch.tensor([[0, 9, 8], [3, 4, 7]]), exact) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        knn_recall(exact[:, :2], exact)
+
+
+def test_make_index_names_and_errors():
+    assert isinstance(make_index("auto"), TorchExactIndex)
+    assert isinstance(make_index("torch", memory_budget=1 << 20), TorchExactIndex)
+    assert isinstance(make_index("faiss"), FaissFlatIndex)
+    h = make_index("hnsw", ef_search=99)
+    assert isinstance(h, FaissHNSWIndex) and h.ef_search == 99
+    inst = TorchExactIndex()
+    assert make_index(inst) is inst
+    with pytest.raises(ValueError, match="unknown index 'annoy'"):
+        make_index("annoy")
+    with pytest.raises(ValueError, match="do not pass parameters"):
+        make_index(inst, memory_budget=1)
+    with pytest.raises(TypeError, match="index must be a name"):
+        make_index(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [TorchExactIndex, FaissFlatIndex, FaissHNSWIndex])
+def test_index_bad_input(cls):
+    P, Q = _data(n=10, B=2, p=3)
+    index: NeighborIndex = cls()
+    with pytest.raises(RuntimeError, match="not built"):
+        index.search(Q, 1)
+    index.build(P)
+    assert index.n_points == 10
+    with pytest.raises(ValueError, match="k=11 exceeds the 10 indexed points"):
+        index.search(Q, 11)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(Q, 0)
+    with pytest.raises(
+        ValueError, match="queries have 4 features but the index holds points with 3"
+    ):
+        index.search(torch.zeros(2, 4, dtype=torch.float64), 1)
+    Qn = Q.clone()
+    Qn[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="queries contains 1 non-finite"):
+        index.search(Qn, 1)
+    with pytest.raises(ValueError, match="points contains"):
+        cls().build(torch.full((3, 2), float("inf")))
+
+
+def test_missing_faiss_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
+    P, _ = _data(n=10)
+    for cls in (FaissFlatIndex, FaissHNSWIndex):
+        with pytest.raises(ImportError, match=r"pip install 'kernelens\[fast\]'"):
+            cls().build(P)
+    # the exact torch search needs no faiss
+    TorchExactIndex().build(P).search(P[:2], 3)
