@@ -1,0 +1,241 @@
+"""Plain automatic differentiation on a :class:`ModelCall`: per-example gradients (torch.func
+vmap, with a per-example loop where vmap has no batching rule, e.g. nn.GRU / nn.LSTM),
+vector-Jacobian and Jacobian-vector products."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch.func import jvp as func_jvp
+from torch.func import vjp as func_vjp
+from torch.func import vmap
+
+from .._progress import progress
+from ._model import ModelCall
+
+__all__ = ["batched_grad", "jvp_products", "per_example_grads", "vjp_products"]
+
+_TRANSFORM_ERRORS = (RuntimeError, NotImplementedError, ValueError)
+
+
+def _is_unsupported(exc: BaseException) -> bool:
+    """Whether ``exc`` says a torch.func transform or forward AD does not support an op."""
+    text = str(exc)
+    keys = ("Batching rule", "vmap", "functorch", "forward AD", "forward-mode", "not implemented")
+    return any(k in text for k in keys)
+
+
+def batched_grad(
+    y: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    grad_outputs: torch.Tensor,
+    *,
+    retain_graph: bool = False,
+) -> list[torch.Tensor | None]:
+    """``d <g_k, y> / d inputs`` for every ``g_k`` in ``grad_outputs [K, *y.shape]``; each result
+    is ``[K, *input.shape]`` (None where an input does not affect ``y``). One vmapped backward
+    where possible, else a loop of K backward passes."""
+    try:
+        return list(
+            torch.autograd.grad(
+                y,
+                inputs,
+                grad_outputs,
+                is_grads_batched=True,
+                allow_unused=True,
+                retain_graph=retain_graph,
+            )
+        )
+    except _TRANSFORM_ERRORS as exc:
+        if not _is_unsupported(exc):
+            raise
+    k = grad_outputs.shape[0]
+    cols: list[list[torch.Tensor | None]] = []
+    for i in range(k):
+        cols.append(
+            list(
+                torch.autograd.grad(
+                    y,
+                    inputs,
+                    grad_outputs[i],
+                    allow_unused=True,
+                    retain_graph=retain_graph or i < k - 1,
+                )
+            )
+        )
+    out: list[torch.Tensor | None] = []
+    for j in range(len(inputs)):
+        col = [c[j] for c in cols]
+        out.append(None if col[0] is None else torch.stack(col))
+    return out
+
+
+def _flat(grads: Mapping[str, torch.Tensor], names: Sequence[str], lead: int) -> torch.Tensor:
+    return torch.cat([grads[n].reshape(*grads[n].shape[:lead], -1) for n in names], dim=-1)
+
+
+def per_example_grads(
+    call: ModelCall,
+    names: Sequence[str],
+    x: torch.Tensor,
+    cot: torch.Tensor | None,
+    *,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit per-example gradients of the parameters ``names``.
+
+    Args:
+        call: the model call (values and overrides).
+        names: parameters to differentiate (a subset of ``call.names``).
+        x: inputs ``[N, ...]``.
+        cot: cotangents ``[N, O, R]``, or None for the identity (R = O).
+
+    Returns:
+        ``(f(x) [N, O], J [N, R, p])`` with p the total size of ``names`` (in that order).
+    """
+    try:
+        return _per_example_vmap(call, names, x, cot, where)
+    except _TRANSFORM_ERRORS as exc:
+        if not _is_unsupported(exc):
+            raise
+    return _per_example_loop(call, names, x, cot, where)
+
+
+def _per_example_vmap(call, names, x, cot, where):
+    base = call.values
+    primals = {n: base[n] for n in names}
+
+    def single(xi: torch.Tensor, ci: torch.Tensor | None):
+        def f(sub: dict[str, torch.Tensor]) -> torch.Tensor:
+            vals = dict(base)
+            vals.update(sub)
+            return call(xi[None], vals, where=where)[0]
+
+        out, vjp_fn = func_vjp(f, primals)
+        basis = torch.eye(out.shape[0], dtype=out.dtype, device=out.device) if ci is None else ci.T
+        (g,) = vmap(vjp_fn)(basis)
+        return out, _flat(g, names, 1)
+
+    if cot is None:
+        return vmap(lambda xi: single(xi, None))(x)
+    return vmap(single)(x, cot)
+
+
+def _per_example_loop(call, names, x, cot, where):
+    outs, js = [], []
+    for i in progress(range(x.shape[0]), desc="per-example gradients"):
+        vals = dict(call.values)
+        leaves = [vals[n].detach().requires_grad_(True) for n in names]
+        vals.update(zip(names, leaves))
+        with torch.enable_grad():
+            y = call(x[i : i + 1], vals, where=where)
+            o = y.shape[1]
+            basis = (
+                torch.eye(o, dtype=y.dtype, device=y.device)
+                if cot is None
+                else cot[i].T.to(y.dtype)
+            )
+            grads = batched_grad(y, leaves, basis[:, None, :])
+        grads = [
+            g if g is not None else torch.zeros(basis.shape[0], *p.shape).to(p)
+            for g, p in zip(grads, leaves)
+        ]
+        js.append(torch.cat([g.reshape(basis.shape[0], -1) for g in grads], dim=1))
+        outs.append(y.detach()[0])
+    return torch.stack(outs), torch.stack(js)
+
+
+def vjp_products(
+    call: ModelCall,
+    x: torch.Tensor,
+    cot: torch.Tensor,
+    *,
+    values: Mapping[str, torch.Tensor] | None = None,
+    names: Sequence[str] | None = None,
+    where: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``J^T c`` summed over the batch, for ``cot [K, N, O]``: ``(f(x) [N, O],
+    {name: [K, *shape]})`` for the parameters ``names`` (default all selected; one vmapped
+    backward pass)."""
+    vals = dict(call.values if values is None else values)
+    names = call.names if names is None else names
+    leaves = {n: vals[n].detach().requires_grad_(True) for n in names}
+    vals.update(leaves)
+    with torch.enable_grad():
+        y = call(x, vals, where=where)
+        grads = batched_grad(y, list(leaves.values()), cot.to(y.dtype))
+    out = {}
+    for (name, leaf), g in zip(leaves.items(), grads):
+        out[name] = g if g is not None else leaf.new_zeros(cot.shape[0], *leaf.shape)
+    return y.detach(), out
+
+
+def jvp_products(
+    call: ModelCall,
+    x: torch.Tensor,
+    tangents: Mapping[str, torch.Tensor],
+    *,
+    values: Mapping[str, torch.Tensor] | None = None,
+    where: str,
+    batched: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(x) [N, O], J t [N, O])`` for parameter tangents ``t`` (names of ``call.names``).
+
+    With ``batched``, every tangent has a leading axis K and the result is ``[K, N, O]``.
+    Uses forward-mode AD (torch.func.jvp, vmapped over K); where an op has no forward-mode
+    or batching rule, falls back to a loop and to the transpose of a reverse-mode product.
+    """
+    base = dict(call.values if values is None else values)
+    names = [n for n in call.names if n in tangents]
+    primals = {n: base[n] for n in names}
+
+    def f(sub: dict[str, torch.Tensor]) -> torch.Tensor:
+        vals = dict(base)
+        vals.update(sub)
+        return call(x, vals, where=where)
+
+    def single(t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _jvp_one(f, primals, t)
+
+    tan = {n: tangents[n].to(base[n].dtype) for n in names}
+    if not batched:
+        y, jv = _jvp_one(f, primals, tan, with_value=True)
+        return y, jv
+    with torch.no_grad():
+        y = f(primals)
+    try:
+        return y, vmap(lambda t: func_jvp(f, (primals,), (t,))[1])(tan)
+    except _TRANSFORM_ERRORS as exc:
+        if not _is_unsupported(exc):
+            raise
+    k = next(iter(tan.values())).shape[0]
+    return y, torch.stack([single({n: v[i] for n, v in tan.items()}) for i in range(k)])
+
+
+def _jvp_one(
+    f: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    primals: dict[str, torch.Tensor],
+    tangent: dict[str, torch.Tensor],
+    *,
+    with_value: bool = False,
+):
+    try:
+        y, jv = func_jvp(f, (primals,), (tangent,))
+    except _TRANSFORM_ERRORS as exc:
+        if not _is_unsupported(exc):
+            raise
+        y, jv = _jvp_by_double_backward(f, primals, tangent)
+    return (y.detach(), jv.detach()) if with_value else jv.detach()
+
+
+def _jvp_by_double_backward(f, primals, tangent):
+    """``J t`` as ``d/du <J^T u, t>`` (reverse mode twice), for ops without forward-mode AD."""
+    leaves = {n: v.detach().requires_grad_(True) for n, v in primals.items()}
+    with torch.enable_grad():
+        y = f(leaves)
+        u = torch.zeros_like(y, requires_grad=True)
+        g = torch.autograd.grad(y, list(leaves.values()), u, create_graph=True, allow_unused=True)
+        s = sum((gi * tangent[n]).sum() for (n, _), gi in zip(leaves.items(), g) if gi is not None)
+        (jv,) = torch.autograd.grad(s, u, allow_unused=True)
+    return y.detach(), (jv if jv is not None else torch.zeros_like(y)).detach()

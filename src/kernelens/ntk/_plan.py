@@ -1,0 +1,470 @@
+"""Planning: which parameters the structured method covers, how each layer's block is
+computed, and what it costs.
+
+A plan is made once per call from two tiny probe forwards (batches of 1 and 2 examples):
+they fix the example axis of every captured tensor, count the forward FLOPs, and check that
+the factors reproduce autograd's gradient (a parameter also used outside its module, e.g. a
+decoder that multiplies by ``embedding.weight`` directly, fails that check and moves to the
+per-example fallback, so results stay exact).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .._memory import element_size, resolve_memory_budget
+from ._autodiff import batched_grad, per_example_grads, vjp_products
+from ._layers import Capture, LayerHandler, handler_for
+from ._model import ModelCall
+from .factors import DenseBlock, Factors, OuterSite
+
+__all__ = ["FORMS", "METHODS", "GroupPlan", "NTKPlan", "Plan", "extract", "make_plan"]
+
+METHODS = ("auto", "structured", "jacobian", "ntvp")
+FORMS = {
+    "product": "Kronecker product of input and cotangent Grams (one position)",
+    "positions": "Grams summed over positions (weights shared across positions)",
+    "explicit": "per-example block formed from the factors, then its Gram",
+    "per-example": "per-example Jacobian (torch.func vmap, loop where vmap fails)",
+    "ntvp": "NTK-vector products (vjp then jvp), no Jacobian formed",
+}
+
+
+@dataclass
+class GroupPlan:
+    """How one parameter group's NTK block is computed, and its estimated cost."""
+
+    module: str
+    kind: str
+    names: tuple[str, ...]
+    form: str
+    flops: float = 0.0
+    memory: float = 0.0
+    alternatives: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        if self.form == "ntvp":
+            return "ntvp"
+        return "jacobian" if self.form == "per-example" else "structured"
+
+
+@dataclass
+class NTKPlan:
+    """The plan of an NTK computation (see :func:`kernelens.ntk.explain`).
+
+    Attributes:
+        groups: one entry per parameter group.
+        n1, n2, outputs: problem size (``outputs`` = O).
+        output: the output mode.
+        forward_flops: FLOPs of one example's forward pass.
+        memory_budget: bytes.
+    """
+
+    groups: list[GroupPlan]
+    n1: int
+    n2: int
+    outputs: int
+    output: str
+    forward_flops: float
+    memory_budget: int
+
+    @property
+    def total_flops(self) -> float:
+        return sum(g.flops for g in self.groups)
+
+    def __str__(self) -> str:
+        head = (
+            f"NTK plan: N1={self.n1}, N2={self.n2}, O={self.outputs}, output={self.output!r}, "
+            f"forward {self.forward_flops / 1e6:.3g} MFLOP/example, "
+            f"budget {self.memory_budget / 2**20:.0f} MiB"
+        )
+        rows = [("group", "layer", "method", "form", "est. GFLOP", "est. MiB")]
+        for g in self.groups:
+            label = g.module or "<root>"
+            rows.append(
+                (
+                    label,
+                    g.kind,
+                    g.method,
+                    g.form,
+                    f"{g.flops / 1e9:.3g}",
+                    f"{g.memory / 2**20:.3g}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [head]
+        for k, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append(f"total est. {self.total_flops / 1e9:.3g} GFLOP")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+@dataclass
+class Plan:
+    """Internal plan: the handlers, axes, fallback parameters and per-layer forms."""
+
+    call: ModelCall
+    handlers: list[LayerHandler]
+    axes: dict[str, list[int]]
+    fallback: tuple[str, ...]
+    fallback_form: str
+    explicit: set[str]
+    forward_flops: float
+    outputs: int
+    example_bytes: float
+    pair_bytes: float
+    info: NTKPlan | None = None
+
+
+# -- ownership and coverage ----------------------------------------------------------------
+def _owners(model: nn.Module, selected: Sequence[str]) -> list[tuple[str, nn.Module, dict]]:
+    """``(module name, module, {attribute path: canonical name})`` for modules owning selected
+    parameters directly (MultiheadAttention also owns its out_proj's)."""
+    canon = {id(p): n for n, p in model.named_parameters()}
+    chosen = set(selected)
+    mods = list(model.named_modules())
+    skip = set()
+    for _, mod in mods:
+        if isinstance(mod, nn.MultiheadAttention):
+            skip.add(id(mod.out_proj))
+    out = []
+    for name, mod in mods:
+        if id(mod) in skip:
+            continue
+        attrs = {a: canon[id(p)] for a, p in mod._parameters.items() if p is not None}
+        if isinstance(mod, nn.MultiheadAttention):
+            for a, p in mod.out_proj._parameters.items():
+                if p is not None:
+                    attrs[f"out_proj.{a}"] = canon[id(p)]
+        attrs = {a: n for a, n in attrs.items() if n in chosen}
+        if attrs:
+            out.append((name, mod, attrs))
+    return out
+
+
+def _coverage(model: nn.Module, selected: Sequence[str]) -> tuple[list[LayerHandler], set[str]]:
+    handlers, uncovered = [], set()
+    for name, mod, attrs in _owners(model, selected):
+        h = handler_for(name, mod, attrs)
+        covered = set(h.roles) if h is not None else set()
+        uncovered |= {n for a, n in attrs.items() if a not in covered}
+        if h is not None:
+            handlers.append(h)
+    # a parameter also owned by an uncovered module is computed entirely by the fallback
+    for h in handlers:
+        h.roles = {a: n for a, n in h.roles.items() if n not in uncovered}
+    return [h for h in handlers if h.roles], uncovered
+
+
+def _run_hooks(call: ModelCall, handlers, x, cap: Capture, values=None, where="x"):
+    hooks = [h.module.register_forward_hook(h.hook(cap), with_kwargs=True) for h in handlers]
+    try:
+        return call(x, values, where=where)
+    finally:
+        for hk in hooks:
+            hk.remove()
+
+
+def _find_axes(shape1: torch.Size, shape2: torch.Size | None) -> int | None:
+    if shape2 is None:
+        ones = [i for i, s in enumerate(shape1) if s == 1]
+        return ones[0] if ones else None
+    if len(shape1) != len(shape2):
+        return None
+    diff = [i for i, (a, b) in enumerate(zip(shape1, shape2)) if a != b]
+    if len(diff) == 1 and shape1[diff[0]] == 1 and shape2[diff[0]] == 2:
+        return diff[0]
+    return None
+
+
+def _probe_axes(call, handlers, x1, x2, where):
+    """Find the example axis of each handler call; drop handlers where it is ambiguous."""
+    xp1 = x1[:1]
+    xp2 = x1[:2] if x1.shape[0] >= 2 else (x2[:2] if x2 is not None and x2.shape[0] >= 2 else None)
+    cap1 = Capture(shapes_only=True)
+    flops = FlopCounterMode(display=False)
+    with torch.no_grad(), flops:
+        y = _run_hooks(call, handlers, xp1, cap1, where=where)
+    cap2 = Capture(shapes_only=True)
+    if xp2 is not None:
+        with torch.no_grad():
+            _run_hooks(call, handlers, xp2, cap2, where=where)
+    axes, kept, dropped = {}, [], set()
+    for h in handlers:
+        s1 = cap1.layouts.get(h.name, [])
+        s2 = cap2.layouts.get(h.name, []) if xp2 is not None else [None] * len(s1)
+        found = [_find_axes(a, b) for a, b in zip(s1, s2)] if len(s1) == len(s2) else [None]
+        if all(a is not None and h.axis_ok(a, sh) for a, sh in zip(found, s1)):
+            axes[h.name] = found
+            kept.append(h)
+        else:
+            dropped |= set(h.roles.values())
+    return kept, axes, dropped, float(flops.get_total_flops()), y.shape[1]
+
+
+def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where, clone=False):
+    """Hooked forward + one batched backward: the structured parts of one chunk."""
+    cap = Capture(clone=clone)
+    with torch.enable_grad():
+        y = _run_hooks(call, handlers, x, cap, values, where)
+        if cap.modified_inputs():
+            return _chunk_parts(call, handlers, axes, x, cot, values, where, clone=True)
+        n, o = y.shape
+        if cot is None:
+            go = torch.eye(o, dtype=y.dtype, device=y.device)[:, None, :].expand(o, n, o)
+        else:
+            go = cot.to(y.dtype).permute(2, 0, 1)
+        r = go.shape[0]
+        grads = batched_grad(y, cap.probes, go.contiguous()) if cap.probes else []
+    parts: list = []
+    for h in handlers:
+        recs = cap.records.get(h.name)
+        if recs:
+            parts += h.build(recs, grads, axes[h.name], n, r)
+    return y.detach(), parts, r
+
+
+def _check_handlers(call, handlers, axes, x, where) -> set[str]:
+    """Names of handlers whose factors disagree with autograd on a random cotangent."""
+    n = x.shape[0]
+    with torch.no_grad():
+        o = call(x, where=where).shape[1]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    c = torch.randn(n, o, 1, generator=gen, dtype=call.dtype).to(call.device)
+    y, parts, r = _chunk_parts(call, handlers, axes, x, c, None, where)
+    names = tuple(sorted({nm for h in handlers for nm in h.roles.values()}))
+    if not names:
+        return set()
+    f = Factors(
+        call.names,
+        call.shapes,
+        [p for p in parts if isinstance(p, OuterSite)],
+        _merge_blocks([p for p in parts if isinstance(p, DenseBlock)]),
+        y,
+        n,
+        r,
+    )
+    dense = f.to_dense_dict()
+    _, auto = vjp_products(call, x, c.permute(2, 0, 1), where=where)
+    eps = torch.finfo(call.dtype).eps
+    bad = set()
+    for h in handlers:
+        for nm in h.roles.values():
+            got = dense[nm].sum((0, 1))
+            want = auto[nm][0]
+            if float((got - want).norm()) > math.sqrt(eps) * 10 * (float(want.norm()) + eps):
+                bad.add(h.name)
+    return bad
+
+
+def _merge_blocks(blocks: list[DenseBlock]) -> list[DenseBlock]:
+    """Sum blocks over the same parameters (e.g. a layer called several times)."""
+    merged: dict[tuple[str, ...], DenseBlock] = {}
+    for b in blocks:
+        if b.names in merged:
+            merged[b.names] = DenseBlock(b.names, b.shapes, merged[b.names].J + b.J)
+        else:
+            merged[b.names] = b
+    return list(merged.values())
+
+
+# -- costs ---------------------------------------------------------------------------------
+def _site_costs(site: OuterSite, n_other: int, r: int, output: str) -> dict[str, tuple]:
+    """(FLOPs per example pair, bytes per pair, bytes per example) of each form."""
+    _, _, t, g, o = site.cot.shape
+    d = site.din + (1 if site.bias else 0)
+    rr = r * r if output == "full" else r
+    es = site.cot.element_size()
+    if t == 1 and g == 1:
+        factored = (2.0 * (d + rr * o), es * 2.0 * rr, es * (r * o + d))
+        name = "product"
+    else:
+        flops = 2.0 * t * t * g * (d + r * o) + 2.0 * rr * t * g * o
+        factored = (flops, es * (t * g * r * o + t * t * g + rr), es * t * g * (r * o + d))
+        name = "positions"
+    p = g * o * d if not site.is_index else o * site.din
+    explicit = (2.0 * rr * p + 2.0 * r * t * p / max(1, n_other), es * rr, es * r * p)
+    return {name: factored, "explicit": explicit}
+
+
+def make_plan(
+    call: ModelCall,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    *,
+    method: str,
+    output: str,
+    memory_budget: int | None,
+    r: int | None = None,
+    where: str = "x1",
+) -> Plan:
+    """Plan an NTK / factor computation for ``call`` on ``x1`` (and ``x2``)."""
+    budget = resolve_memory_budget(memory_budget)
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    use_handlers = method in ("auto", "structured")
+    handlers, uncovered = _coverage(call.model, call.names) if use_handlers else ([], set())
+    handlers, axes, dropped, fwd_flops, n_out = _probe_axes(call, handlers, x1, x2, where)
+    uncovered |= dropped
+    xp = x1[:2]
+    if handlers:
+        bad = _check_handlers(call, handlers, axes, xp, where)
+        for h in handlers:
+            if h.name in bad:
+                uncovered |= set(h.roles.values())
+        handlers = [h for h in handlers if h.name not in bad]
+    if not use_handlers:
+        uncovered = set(call.names)
+    r = n_out if r is None else r
+    rr = r * r if output == "full" else r
+    es = element_size(call.dtype)
+    groups: list[GroupPlan] = []
+    explicit: set[str] = set()
+    ex_bytes, pair_bytes = 0.0, es * rr
+    if handlers:
+        _, parts, _ = _chunk_parts(call, handlers, axes, x1[:1], None, None, where)
+        by_key = {}
+        for p in parts:
+            if isinstance(p, OuterSite):
+                by_key.setdefault(p.key[0], []).append(p)
+        for h in handlers:
+            sites = by_key.get(h.name, [])
+            kind = type(h.module).__name__
+            if not sites:  # explicit blocks (norms, biases only)
+                p = sum(math.prod(call.shapes[nm]) for nm in h.roles.values())
+                flops = 2.0 * rr * p * n1 * n2
+                groups.append(
+                    GroupPlan(
+                        h.name,
+                        kind,
+                        tuple(h.roles.values()),
+                        "explicit",
+                        flops,
+                        es * r * p * (n1 + n2),
+                    )
+                )
+                ex_bytes += es * r * p
+                continue
+            costs = [_site_costs(s, n2, r, output) for s in sites]
+            forms = {k: tuple(sum(c[k][i] for c in costs) for i in range(3)) for k in costs[0]}
+            fact = next(k for k in forms if k != "explicit")
+            choice = fact
+            if method == "auto" and forms["explicit"][0] < forms[fact][0]:
+                choice = "explicit"
+            elif method == "structured" and fact == "positions":
+                choice = "explicit" if forms["explicit"][0] < forms[fact][0] else fact
+            if choice == "explicit":
+                explicit.add(h.name)
+            f_pair, b_pair, b_ex = forms[choice]
+            names = tuple(dict.fromkeys(n for s in sites for n in s.names))
+            groups.append(
+                GroupPlan(
+                    h.name,
+                    kind,
+                    names,
+                    choice,
+                    f_pair * n1 * n2,
+                    b_ex * (n1 + n2) + b_pair * min(n1 * n2, 1 << 16),
+                    {k: v[0] * n1 * n2 for k, v in forms.items()},
+                )
+            )
+            ex_bytes += b_ex
+            pair_bytes = max(pair_bytes, b_pair)
+    fallback = tuple(n for n in call.names if n in uncovered)
+    fallback_form = "per-example"
+    if fallback:
+        p = sum(math.prod(call.shapes[nm]) for nm in fallback)
+        jac_flops = 3.0 * fwd_flops * r * (n1 + n2) + 2.0 * rr * p * n1 * n2
+        ntvp_flops = 3.0 * fwd_flops * r * n2 * (n1 + n2)
+        jac_mem = es * r * p * 16  # a tile of at least 16 examples
+        if method == "ntvp" or (method == "auto" and jac_mem > budget / 2):
+            fallback_form = "ntvp"
+        kinds = sorted({type(m).__name__ for _, m, a in _owners(call.model, fallback)})
+        groups.append(
+            GroupPlan(
+                "<not covered>" if use_handlers else "<all>",
+                ",".join(kinds) or "-",
+                fallback,
+                fallback_form,
+                ntvp_flops if fallback_form == "ntvp" else jac_flops,
+                es * r * p * 16 if fallback_form != "ntvp" else es * p * 16,
+                {"per-example": jac_flops, "ntvp": ntvp_flops},
+            )
+        )
+        if fallback_form == "per-example":
+            ex_bytes += es * r * p
+    # outputs, the cotangent basis and autograd's buffers: about twice the factors
+    ex_bytes = 2 * ex_bytes + es * r * max(n_out, 1)
+    info = NTKPlan(groups, n1, n2, n_out, output, fwd_flops, budget)
+    return Plan(
+        call,
+        handlers,
+        axes,
+        fallback,
+        fallback_form,
+        explicit,
+        fwd_flops,
+        n_out,
+        ex_bytes,
+        pair_bytes,
+        info,
+    )
+
+
+def extract(
+    plan: Plan,
+    x: torch.Tensor,
+    cot: torch.Tensor | None,
+    *,
+    where: str = "x",
+) -> Factors:
+    """Factors of ``x`` (one chunk; the caller tiles) following ``plan``."""
+    call = plan.call
+    n = x.shape[0]
+    parts: list = []
+    y = None
+    r = plan.outputs if cot is None else cot.shape[2]
+    if plan.handlers:
+        y, parts, r = _chunk_parts(call, plan.handlers, plan.axes, x, cot, None, where)
+    if plan.fallback and plan.fallback_form == "per-example":
+        yf, J = per_example_grads(call, plan.fallback, x, cot, where=where)
+        y = yf if y is None else y
+        shapes = tuple(call.shapes[nm] for nm in plan.fallback)
+        parts.append(DenseBlock(plan.fallback, shapes, J.to(yf.dtype)))
+    if y is None:
+        with torch.no_grad():
+            y = call(x, where=where)
+    sites = [p for p in parts if isinstance(p, OuterSite)]
+    blocks = _merge_blocks([p for p in parts if isinstance(p, DenseBlock)])
+    f = Factors(call.names, call.shapes, sites, blocks, y.detach(), n, r)
+    explicit_names = {nm for s in sites if s.key[0] in plan.explicit for nm in s.names}
+    if explicit_names:
+        f._densify(explicit_names)
+    _resolve_ties(f)
+    return f
+
+
+def _resolve_ties(f: Factors) -> None:
+    """Parameters covered by sites of different layers (weight tying across module types)
+    are made explicit over the union of the parameters involved."""
+    owners: dict[tuple[str, tuple], set[tuple]] = {}
+    for s in f.sites:
+        for nm, idx in ((s.weight, s.w_index), (s.bias, s.b_index)):
+            if nm is not None:
+                owners.setdefault((nm, repr(idx)), set()).add(s.key)
+    shared = {nm for (nm, _), keys in owners.items() if len(keys) > 1}
+    in_blocks = {nm for b in f.blocks for nm in b.names}
+    shared |= {nm for s in f.sites for nm in s.names if nm in in_blocks}
+    if shared:
+        f._densify(shared)

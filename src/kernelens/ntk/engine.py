@@ -1,0 +1,345 @@
+"""The empirical NTK and the engine entry points other packages build on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .._memory import element_size, resolve_memory_budget, tile_size
+from .._progress import progress
+from .._validation import check_choice
+from ._autodiff import jvp_products, vjp_products
+from ._model import ModelCall, check_input
+from ._plan import METHODS, NTKPlan, Plan, extract, make_plan
+from .factors import OUTPUT_MODES, DenseBlock, Factors, OuterSite, contract
+
+__all__ = ["empirical_ntk", "explain", "jacobian_factors", "jvp", "vjp"]
+
+Params = Sequence[str | nn.Parameter] | None
+Weights = Mapping[str, torch.Tensor] | None
+
+
+def _check_pair_inputs(x1: torch.Tensor, x2: torch.Tensor | None) -> None:
+    if x2 is None:
+        return
+    if x1.device != x2.device:
+        raise ValueError(
+            f"x1 is on {x1.device} but x2 is on {x2.device}; move them to one device "
+            "(e.g. x2.to(x1.device))."
+        )
+    if x1.dtype != x2.dtype:
+        raise TypeError(
+            f"x1 has dtype {x1.dtype} but x2 has dtype {x2.dtype}; cast one of them "
+            "(e.g. x2.to(x1.dtype))."
+        )
+    if x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(
+            f"x1 examples have shape {tuple(x1.shape[1:])} but x2 examples have shape "
+            f"{tuple(x2.shape[1:])}; both must be inputs the model accepts."
+        )
+
+
+def _check_cotangents(c: torch.Tensor | None, n: int, o: int, call: ModelCall) -> torch.Tensor:
+    if c is None:
+        return None
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"cotangents must be a tensor [N, O] or [N, O, R], got {type(c).__name__}.")
+    if c.ndim == 2:
+        c = c[:, :, None]
+    if c.ndim != 3 or c.shape[0] != n or c.shape[1] != o:
+        raise ValueError(
+            f"cotangents must be [N, O] or [N, O, R] with N = {n} examples and O = {o} model "
+            f"outputs, got shape {tuple(c.shape)}."
+        )
+    if c.shape[2] == 0:
+        raise ValueError("cotangents has R = 0 columns; give at least one.")
+    return c.to(dtype=call.dtype, device=call.device)
+
+
+def _cat(parts: list[Factors]) -> Factors:
+    """Concatenate factors of consecutive chunks of examples."""
+    if len(parts) == 1:
+        return parts[0]
+    f0 = parts[0]
+    sites = []
+    for i, s in enumerate(f0.sites):
+        cot = torch.cat([p.sites[i].cot for p in parts])
+        inp = torch.cat([p.sites[i].inp for p in parts])
+        sites.append(OuterSite(**{**s.__dict__, "cot": cot, "inp": inp}))
+    blocks = [
+        DenseBlock(b.names, b.shapes, torch.cat([p.blocks[i].J for p in parts]))
+        for i, b in enumerate(f0.blocks)
+    ]
+    outputs = torch.cat([p.outputs for p in parts])
+    return Factors(f0.names, f0.shapes, sites, blocks, outputs, outputs.shape[0], f0.r)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def _extract_all(plan: Plan, x: torch.Tensor, cot, budget: int, where: str, desc: str) -> Factors:
+    size = tile_size(x.shape[0], int(plan.example_bytes) + 1, budget // 2)
+    chunks = _chunks(x.shape[0], size)
+    parts = [
+        extract(plan, x[c], None if cot is None else cot[c], where=where)
+        for c in progress(chunks, desc=desc)
+    ]
+    return _cat(parts)
+
+
+def jacobian_factors(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    weights: Weights = None,
+    params: Params = None,
+    cotangents: torch.Tensor | None = None,
+    method: str = "auto",
+    memory_budget: int | float | None = None,
+) -> Factors:
+    """Factors of the per-example gradients ``g[i, r] = sum_a c[i, a, r] d f_a(x_i)/d theta``.
+
+    Args:
+        model: an ``nn.Module`` mapping ``x [N, ...]`` to ``[N, O]`` (or ``[N]``).
+        x: inputs ``[N, ...]`` (float, or integer token ids).
+        weights: parameter values to use instead of the module's (name -> tensor, partial).
+        params: parameters to differentiate (names or Parameters); default all trainable.
+        cotangents: ``[N, O]`` (R = 1) or ``[N, O, R]``; None means the identity (R = O).
+        method: ``"auto"``, ``"structured"`` or ``"jacobian"`` (explicit per-example rows).
+        memory_budget: bytes for the working set (default: a quarter of free RAM).
+
+    Returns:
+        :class:`~kernelens.ntk.Factors` with ``n = N``, ``r = R``.
+    """
+    check_choice(method, "method", ("auto", "structured", "jacobian"))
+    call = ModelCall(model, params=params, weights=weights)
+    x = check_input(x, "x")
+    budget = resolve_memory_budget(memory_budget)
+    with torch.no_grad():
+        o = call(x[:1], where="x").shape[1]
+    cot = _check_cotangents(cotangents, x.shape[0], o, call)
+    r = o if cot is None else cot.shape[2]
+    plan = make_plan(
+        call, x, None, method=method, output="full", memory_budget=budget, r=r, where="x"
+    )
+    return _extract_all(plan, x, cot, budget, "x", "NTK factors")
+
+
+def explain(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+    output: str = "full",
+    params: Params = None,
+    memory_budget: int | float | None = None,
+    weights: Weights = None,
+) -> NTKPlan:
+    """The plan :func:`empirical_ntk` would follow: per parameter group the method and form,
+    estimated FLOPs and memory. ``print(explain(model, x))`` shows it as a table."""
+    check_choice(method, "method", METHODS)
+    check_choice(output, "output", OUTPUT_MODES)
+    call = ModelCall(model, params=params, weights=weights)
+    x1 = check_input(x1, "x1")
+    x2 = None if x2 is None else check_input(x2, "x2")
+    _check_pair_inputs(x1, x2)
+    plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=memory_budget)
+    return plan.info
+
+
+def _result_shape(output: str, n1: int, n2: int, o: int) -> tuple[int, ...]:
+    return {"full": (n1, n2, o, o), "diagonal": (n1, n2, o), "trace": (n1, n2)}[output]
+
+
+def _tile_to_result(tile: torch.Tensor, output: str) -> torch.Tensor:
+    return tile.permute(0, 2, 1, 3) if output == "full" else tile
+
+
+def _mirror(tile: torch.Tensor, output: str) -> torch.Tensor:
+    if output == "full":
+        return tile.permute(1, 0, 3, 2)
+    if output == "diagonal":
+        return tile.transpose(0, 1)
+    return tile.T
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+    output: str = "full",
+    params: Params = None,
+    memory_budget: int | float | None = None,
+    weights: Weights = None,
+) -> torch.Tensor:
+    """The empirical neural tangent kernel of ``model`` between ``x1`` and ``x2``.
+
+    ``Theta[i, j, a, b] = <d f_a(x1_i)/d theta, d f_b(x2_j)/d theta>`` summed over the selected
+    parameters, at the module's current parameter values (or ``weights``).
+
+    Args:
+        model: ``nn.Module`` mapping a batch ``[N, ...]`` to ``[N, O]``; ``[N]`` means O = 1 and
+            ``[N, d1, d2, ...]`` is flattened in C order to O = d1 * d2 * .... It must treat
+            examples independently (BatchNorm in eval mode, no active dropout).
+        x1: inputs ``[N1, ...]`` (float, or integer token ids).
+        x2: inputs ``[N2, ...]``; None means x1 (only one triangle is computed).
+        method: ``"auto"`` (per layer by a FLOP/memory estimate), ``"structured"`` (per-layer
+            Kronecker factors), ``"jacobian"`` (per-example Jacobians, torch.func) or
+            ``"ntvp"`` (NTK-vector products). See :func:`explain`.
+        output: ``"full"`` -> ``[N1, N2, O, O]``; ``"diagonal"`` -> ``[N1, N2, O]`` (a = b);
+            ``"trace"`` -> ``[N1, N2]`` (sum over a = b).
+        params: parameters to differentiate (names or Parameter objects); default all
+            parameters with ``requires_grad``.
+        memory_budget: bytes for the working set (default: a quarter of free RAM); the
+            result itself is not counted.
+        weights: parameter values to use instead of the module's (name -> tensor, partial).
+
+    Returns:
+        The kernel in the dtype and device of the model's parameters.
+    """
+    check_choice(method, "method", METHODS)
+    check_choice(output, "output", OUTPUT_MODES)
+    call = ModelCall(model, params=params, weights=weights)
+    x1 = check_input(x1, "x1")
+    x2 = None if x2 is None else check_input(x2, "x2")
+    _check_pair_inputs(x1, x2)
+    budget = resolve_memory_budget(memory_budget)
+    plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=budget)
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    result = torch.zeros(
+        _result_shape(output, n1, n2, plan.outputs), dtype=call.dtype, device=call.device
+    )
+    if plan.handlers or (plan.fallback and plan.fallback_form == "per-example"):
+        _factor_ntk(plan, x1, x2, output, budget, result)
+    if plan.fallback and plan.fallback_form == "ntvp":
+        result += ntvp_ntk(call, x1, x2, output, plan.fallback, budget)
+    return result
+
+
+def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    e, q = plan.example_bytes, plan.pair_bytes
+    sym = x2 is None
+    if (n1 + (0 if sym else n2)) * e <= budget / 2:
+        f1 = _extract_all(plan, x1, None, budget, "x1", "NTK factors x1")
+        f2 = f1 if sym else _extract_all(plan, x2, None, budget, "x2", "NTK factors x2")
+        b = max(1, int(math.sqrt(budget / 2 / q)))
+        rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
+
+        def get1(c):
+            return f1.rows(c)
+
+        def get2(c):
+            return f2.rows(c)
+
+    else:
+        b = max(1, int((-2 * e + math.sqrt(4 * e * e + 4 * q * budget)) / (2 * q)))
+        rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
+        xx2 = x1 if sym else x2
+
+        def get1(c):
+            return extract(plan, x1[c], None, where="x1")
+
+        def get2(c):
+            return extract(plan, xx2[c], None, where="x2")
+
+    pairs = [(i, j) for i in range(len(rows1)) for j in range(len(rows2)) if not sym or j >= i]
+    cache: dict[int, Factors] = {}
+    for i, j in progress(pairs, desc="NTK tiles"):
+        if i not in cache:
+            cache.clear()
+            cache[i] = get1(rows1[i])
+        fa = cache[i]
+        fb = fa if (sym and i == j) else get2(rows2[j])
+        tile = _tile_to_result(contract(fa, fb, output=output), output)
+        result[rows1[i], rows2[j]] += tile
+        if sym and j != i:
+            result[rows2[j], rows1[i]] += _mirror(tile, output)
+
+
+def ntvp_ntk(
+    call: ModelCall,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    output: str,
+    names: Sequence[str],
+    budget: int,
+) -> torch.Tensor:
+    """The NTK block of ``names`` by NTK-vector products: for each column (j, b),
+    ``J1 (J2^T e_jb)`` (one vjp on x2, one jvp on x1), vmapped over column chunks."""
+    xx2 = x1 if x2 is None else x2
+    n1, n2 = x1.shape[0], xx2.shape[0]
+    with torch.no_grad():
+        o = call(x1[:1], where="x1").shape[1]
+    es = element_size(call.dtype)
+    p = sum(math.prod(call.shapes[n]) for n in names)
+    per_col = es * (3 * p + 4 * (n1 + n2) * o) + 1
+    k = tile_size(n2 * o, per_col, budget)
+    out = torch.zeros(_result_shape(output, n1, n2, o), dtype=call.dtype, device=call.device)
+    cols = torch.arange(n2 * o, device=call.device)
+    for c in progress(_chunks(n2 * o, k), desc="NTK-vector products"):
+        idx = cols[c]
+        basis = torch.zeros(idx.numel(), n2, o, dtype=call.dtype, device=call.device)
+        basis[torch.arange(idx.numel()), idx // o, idx % o] = 1
+        _, tangents = vjp_products(call, xx2, basis, names=names, where="x2")
+        _, jv = jvp_products(call, x1, tangents, where="x1", batched=True)  # [k, N1, O]
+        js, bs = idx // o, idx % o
+        if output == "full":
+            out[:, js, :, bs] = jv  # advanced indices apart: the indexed view is [k, N1, O]
+        elif output == "diagonal":
+            out[:, js, bs] = jv[torch.arange(idx.numel()), :, bs].T
+        else:
+            out.index_add_(1, js, jv[torch.arange(idx.numel()), :, bs].T)
+    return out
+
+
+def vjp(
+    model: nn.Module,
+    x: torch.Tensor,
+    cotangents: torch.Tensor,
+    *,
+    weights: Weights = None,
+    params: Params = None,
+) -> dict[str, torch.Tensor]:
+    """``J^T c`` summed over the batch: ``{name: [*shape]}`` for ``cotangents [N, O]``, or
+    ``{name: [K, *shape]}`` for ``[N, O, K]`` (one backward pass, vmapped over K)."""
+    call = ModelCall(model, params=params, weights=weights)
+    x = check_input(x, "x")
+    with torch.no_grad():
+        o = call(x[:1], where="x").shape[1]
+    c = _check_cotangents(cotangents, x.shape[0], o, call)
+    _, out = vjp_products(call, x, c.permute(2, 0, 1), where="x")
+    if cotangents.ndim == 2:
+        return {n: v[0] for n, v in out.items()}
+    return out
+
+
+def jvp(
+    model: nn.Module,
+    x: torch.Tensor,
+    tangents: Mapping[str, torch.Tensor],
+    *,
+    weights: Weights = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(x) [N, O], J t [N, O])`` for a parameter tangent ``t = {name: [*shape]}`` (names
+    not given have zero tangent); forward-mode AD, one pass."""
+    if not isinstance(tangents, Mapping) or not tangents:
+        raise TypeError("tangents must be a non-empty mapping {parameter name: tensor}.")
+    call = ModelCall(model, params=list(tangents), weights=weights)
+    x = check_input(x, "x")
+    for n, t in tangents.items():
+        if tuple(t.shape) != tuple(call.shapes[n]):
+            raise ValueError(
+                f"tangents[{n!r}] has shape {tuple(t.shape)}, expected the parameter's shape "
+                f"{tuple(call.shapes[n])}."
+            )
+    return jvp_products(call, x, tangents, where="x")
