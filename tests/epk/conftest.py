@@ -33,6 +33,7 @@ OPTIMIZERS: dict[str, Callable] = {
     "adam": lambda p: torch.optim.Adam(p, lr=0.05),
     "adam_l2": lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.8, 0.99), weight_decay=0.05),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1),
+    "amsgrad": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1, amsgrad=True),
 }
 
 
@@ -60,6 +61,15 @@ def train(
         loss=loss,
         seed=seed,
     )
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny tensors: one thread avoids synchronisation overhead on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=sorted(OPTIMIZERS))

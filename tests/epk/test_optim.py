@@ -179,7 +179,7 @@ def test_unsupported_optimizer_lists_supported(tanh_mlp):
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda p: torch.optim.Adam(p, amsgrad=True), "amsgrad=True"),
+        (lambda p: torch.optim.Adam(p, differentiable=True), "differentiable=True"),
         (lambda p: torch.optim.SGD(p, lr=0.1, maximize=True), "maximize=True"),
         (lambda p: torch.optim.AdamW(p, maximize=True), "maximize=True"),
     ],

@@ -5,6 +5,7 @@ Record training with :class:`TrajectoryRecorder` (or :func:`fit`), then
 path-kernel values, exact predictions and GP-style uncertainty. See docs/epk.md.
 """
 
+from .kernel import OUTPUTS, ExactPathKernel, PathDecomposition, VerifyReport
 from .losses import LossSpec, resolve_loss
 from .optim import SUPPORTED_OPTIMIZERS, StepRule
 from .recorder import TrajectoryRecorder, fit
@@ -12,14 +13,18 @@ from .store import StoreError
 from .trajectory import StepRecord, Trajectory, TrajectoryHeader
 
 __all__ = [
+    "OUTPUTS",
     "SUPPORTED_OPTIMIZERS",
+    "ExactPathKernel",
     "LossSpec",
+    "PathDecomposition",
     "StepRecord",
     "StepRule",
     "StoreError",
     "Trajectory",
     "TrajectoryHeader",
     "TrajectoryRecorder",
+    "VerifyReport",
     "fit",
     "resolve_loss",
 ]

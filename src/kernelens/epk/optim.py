@@ -38,7 +38,7 @@ __all__ = [
 SUPPORTED_OPTIMIZERS = (
     "torch.optim.SGD (lr, momentum, dampening, nesterov, weight_decay), "
     "torch.optim.Adam and torch.optim.AdamW (lr, betas, eps, weight_decay, decoupled or L2 "
-    "weight decay; amsgrad=False), each with maximize=False and differentiable=False, "
+    "weight decay, amsgrad), each with maximize=False and differentiable=False, "
     "and any per-step learning-rate / momentum / beta schedule"
 )
 
@@ -100,8 +100,6 @@ def _check_group(group: Mapping, k: int, kind: str) -> None:
         bad.append("maximize=True (negate the loss instead)")
     if group.get("differentiable", False):
         bad.append("differentiable=True")
-    if kind == "adam" and group.get("amsgrad", False):
-        bad.append("amsgrad=True (its max over steps is not a fixed per-step preconditioner)")
     if bad:
         raise ValueError(
             f"optimizer param group {k} uses unsupported option(s): {', '.join(bad)}; "
@@ -164,7 +162,8 @@ def capture_rules(
             )
             raw.append(
                 {"lr": lr, "weight_decay": wd, "beta1": beta1, "beta2": beta2,
-                 "eps": _scalar(group["eps"]), "step": t, "decoupled_weight_decay": decoupled}
+                 "eps": _scalar(group["eps"]), "step": t, "decoupled_weight_decay": decoupled,
+                 "amsgrad": bool(group.get("amsgrad", False))}
             )  # fmt: skip
         rules.append(rule)
     return rules, raw
@@ -173,8 +172,9 @@ def capture_rules(
 def capture_preconditioners(
     optimizer: torch.optim.Optimizer, params: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Adam's denominators ``sqrt(v_s) / sqrt(1 - beta2^t) + eps`` per parameter, read from the
-    optimizer state right after ``optimizer.step()`` with torch's own formula and dtype."""
+    """Adam's denominators ``sqrt(v_s) / sqrt(1 - beta2^t) + eps`` per parameter (``v_s`` the
+    running maximum with ``amsgrad``), read from the optimizer state right after
+    ``optimizer.step()`` with torch's own formula and dtype."""
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     out = {}
     for name, p in params.items():
@@ -182,7 +182,8 @@ def capture_preconditioners(
         beta2 = _scalar(group["betas"][1])
         t = int(_scalar(state["step"]))
         bc2_sqrt = (1.0 - beta2**t) ** 0.5
-        out[name] = (state["exp_avg_sq"].sqrt() / bc2_sqrt).add_(_scalar(group["eps"]))
+        v = state["max_exp_avg_sq"] if group.get("amsgrad", False) else state["exp_avg_sq"]
+        out[name] = (v.sqrt() / bc2_sqrt).add_(_scalar(group["eps"]))
     return out
 
 

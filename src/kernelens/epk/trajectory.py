@@ -186,6 +186,8 @@ class _Source(Protocol):
 
     def record(self, step: int) -> StepRecord: ...
 
+    def rules(self, step: int) -> tuple[StepRule, ...]: ...
+
     def static(self) -> dict[str, torch.Tensor]: ...
 
 
@@ -210,6 +212,9 @@ class _MemorySource:
 
     def record(self, step: int) -> StepRecord:
         return self._records[step]
+
+    def rules(self, step: int) -> tuple[StepRule, ...]:
+        return self._records[step].rules
 
     def static(self) -> dict[str, torch.Tensor]:
         return self._static
@@ -331,6 +336,9 @@ class _DiskSource:
             preconditioners=pre,
         )
 
+    def rules(self, step: int) -> tuple[StepRule, ...]:
+        return tuple(StepRule.from_dict(r) for r in self._manifest["steps"][step]["rules"])
+
     def static(self) -> dict[str, torch.Tensor]:
         return {n: self._reader.get("init.safetensors", f"static.{n}") for n in self._static_names}
 
@@ -390,6 +398,11 @@ class Trajectory:
         """The :class:`StepRecord` of step ``step`` (``0 <= step < num_steps``)."""
         self._check_step(step, self.num_steps - 1, "step")
         return self._source.record(step)
+
+    def step_rules(self, step: int) -> tuple[StepRule, ...]:
+        """The optimizer's :class:`StepRule` per param group at ``step`` (no tensors read)."""
+        self._check_step(step, self.num_steps - 1, "step")
+        return self._source.rules(step)
 
     def static(self) -> dict[str, torch.Tensor]:
         """Frozen parameters and buffers, constant during training."""

@@ -1,0 +1,171 @@
+"""ExactPathKernel against the independent float64 reference, per example and per kernel entry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kernelens.epk import ExactPathKernel, Trajectory, fit
+from kernelens.epk.reference import reference_path_decomposition
+
+
+def _per_example_rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max over examples i of max|a[:, i] - ref[:, i]| / max|ref[:, i]| (examples with ref != 0)."""
+    err = (a - ref).abs().amax(dim=(0, 2))
+    scale = ref.abs().amax(dim=(0, 2))
+    used = scale > 0
+    assert bool((err[~used] == 0).all()), "examples never in a batch must get exactly zero"
+    return float((err[used] / scale[used]).max())
+
+
+@pytest.mark.parametrize("output", ["logits", "log_probs"])
+def test_attributions_match_reference(train, opt_name, output, x_test):
+    traj = train(opt_name)
+    epk = ExactPathKernel(traj, output=output)
+    d = epk.decompose(x_test)
+    ref = reference_path_decomposition(traj, x_test, output=output, nodes=8)
+    assert _per_example_rel(d.attributions, ref.attributions) < 1e-8
+    torch.testing.assert_close(d.initial, ref.initial, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(d.network, ref.network, rtol=1e-13, atol=1e-14)
+    scale = float(ref.network.abs().max())
+    non_example = d.weight_decay + d.residual
+    assert float((non_example - ref.non_example).abs().max()) < 1e-10 * scale
+    rel = float((d.prediction - d.network).abs().max()) / scale
+    assert rel < 1e-10
+    assert epk.structured == (opt_name in ("sgd", "sgd_wd"))
+    if opt_name in ("sgd", "adam", "dampening"):
+        assert float(d.weight_decay.abs().max()) == 0.0
+    else:
+        assert float(d.weight_decay.abs().max()) > 1e-6
+
+
+def test_mse_loss(train, x_test):
+    traj = train("momentum", loss="mse")
+    epk = ExactPathKernel(traj)
+    ref = reference_path_decomposition(traj, x_test, nodes=8)
+    assert _per_example_rel(epk.attributions(x_test), ref.attributions) < 1e-8
+    assert epk.verify(x_test).max_rel_error < 1e-10
+    assert not epk.single_kernel_machine
+    with pytest.raises(ValueError, match="output='log_probs' needs.*cross_entropy"):
+        ExactPathKernel(traj, output="log_probs")
+
+
+@pytest.mark.parametrize("opt_name_", ["sgd_wd", "adamw"])
+def test_kernel_values_match_reference(train, x_test, opt_name_):
+    traj = train(opt_name_, epochs=1)
+    epk = ExactPathKernel(traj, output="log_probs")
+    K = epk.kernel(x_test)  # [T, N, O, O]
+    per_step = epk.kernel(x_test, steps=[0, 2])  # [2, T, N, O, O]
+    assert K.shape == (3, 12, 3, 3) and per_step.shape == (2, 3, 12, 3, 3)
+    torch.testing.assert_close(epk.kernel(x_test, steps=2), per_step[1])
+    for a in range(3):
+        ref = reference_path_decomposition(traj, x_test, output="log_probs", cotangent=a, nodes=8)
+        assert _per_example_rel(K[..., a], ref.attributions) < 1e-8
+        ref2 = reference_path_decomposition(
+            traj, x_test, output="log_probs", cotangent=a, steps=[2], nodes=8
+        )
+        assert _per_example_rel(per_step[1][..., a], ref2.attributions) < 1e-8
+
+
+def test_single_kernel_machine_in_log_prob_view(train, toy_data, x_test):
+    traj = train("nesterov")
+    epk = ExactPathKernel(traj, output="log_probs")
+    assert epk.single_kernel_machine
+    alpha = epk.kernel_machine_weights()  # -dloss/df = onehot(y)
+    _, y = toy_data()
+    torch.testing.assert_close(alpha, torch.nn.functional.one_hot(y, 3).double())
+    d = epk.decompose(x_test, kernel_steps="sum")
+    machine = d.initial + torch.einsum("tnoa,na->to", d.kernel, alpha) + d.weight_decay + d.residual
+    assert float((machine - d.network).abs().max() / d.network.abs().max()) < 1e-10
+    # logits view of cross-entropy: dL/df = softmax - onehot changes every step
+    assert not ExactPathKernel(traj).single_kernel_machine
+
+
+def test_tiles_and_disk_streaming_give_the_same_numbers(train, x_test, tmp_path):
+    traj = train("adam_l2")
+    full = ExactPathKernel(traj).decompose(x_test, kernel_steps=[1])
+    loaded = Trajectory.load(traj.save(tmp_path / "run", shard_bytes=3000), traj.model)
+    tiled = ExactPathKernel(loaded, memory_budget=1).decompose(x_test, kernel_steps=[1])
+    for name in ("attributions", "kernel", "prediction", "weight_decay", "quadrature_residual"):
+        torch.testing.assert_close(
+            getattr(tiled, name), getattr(full, name), rtol=1e-13, atol=1e-15
+        )
+
+
+def test_float32_training(tanh_mlp, toy_data, x_test):
+    torch.manual_seed(0)
+    model = tanh_mlp().float()
+    X, y = toy_data()
+    traj = fit(model, X.float(), y, optimizer=torch.optim.SGD(model.parameters(), lr=0.3,
+               momentum=0.9), epochs=3, batch_size=4)  # fmt: skip
+    epk = ExactPathKernel(traj)
+    rep = epk.verify(x_test.float())
+    assert rep.max_rel_error < 1e-12  # against the float64 evaluation of the float32 weights
+    assert rep.max_rel_error_model_dtype < 1e-5  # float32's own rounding of the forward pass
+    d = rep.details
+    assert float(d.residual.abs().max()) > 0  # float32 rounding of the steps, made explicit
+    ref = reference_path_decomposition(traj, x_test, nodes=8)
+    assert _per_example_rel(d.attributions if d.attributions is not None
+                            else epk.attributions(x_test), ref.attributions) < 1e-8  # fmt: skip
+
+
+def test_relu_kinks_are_refined_and_reported(toy_data, x_test):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 3)).double()  # fmt: skip
+    X, y = toy_data()
+    traj = fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), epochs=4,
+               batch_size=4)  # fmt: skip
+    fixed = ExactPathKernel(traj, nodes=2).decompose(x_test)
+    adaptive = ExactPathKernel(traj, max_depth=30).decompose(x_test)
+    for d in (fixed, adaptive):  # the residual is exactly what is missing
+        gap = d.network - d.prediction - d.quadrature_residual
+        assert float(gap.abs().max()) < 1e-12 * float(d.network.abs().max())
+    err_fixed = float(fixed.quadrature_residual.abs().max())
+    err_adaptive = float(adaptive.quadrature_residual.abs().max())
+    assert err_fixed > 1e-6 and err_adaptive < 1e-3 * err_fixed
+    assert adaptive.evaluations.sum() > fixed.evaluations.sum()
+    shallow = ExactPathKernel(traj, max_depth=1).decompose(x_test)
+    assert shallow.unconverged > 0
+
+
+def test_midpoint_rule_is_less_accurate(train, x_test):
+    traj = train("sgd")
+    mid = ExactPathKernel(traj, nodes=1, rule="midpoint").verify(x_test)
+    gl = ExactPathKernel(traj, nodes=3).verify(x_test)
+    assert gl.max_rel_error < 1e-3 * mid.max_rel_error
+    assert mid.unconverged > 0 and 0 <= mid.worst_step < traj.num_steps
+
+
+def test_bad_inputs(train, x_test):
+    traj = train("sgd")
+    epk = ExactPathKernel(traj)
+    with pytest.raises(ValueError, match=r"x_test must have shape \[T, 2\]"):
+        epk.predict(torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x_test must be floating"):
+        epk.predict(torch.zeros(3, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        epk.predict(torch.full((1, 2), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="empty"):
+        epk.predict(torch.zeros(0, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"steps must be step numbers in \[0, 6\)"):
+        epk.kernel(x_test, steps=[6])
+    with pytest.raises(TypeError, match="kernelens.epk.Trajectory"):
+        ExactPathKernel(traj.model)
+    with pytest.raises(ValueError, match="unknown output"):
+        ExactPathKernel(traj, output="probs")
+    with pytest.raises(TypeError, match="nodes must be an integer"):
+        ExactPathKernel(traj, nodes="many")
+
+
+def test_model_changed_after_recording(train, tmp_path):
+    traj = train("sgd")
+    path = traj.save(tmp_path / "run")
+    changed = nn.Sequential(nn.Linear(2, 6), nn.Sigmoid(), nn.Linear(6, 3)).double()
+    loaded = Trajectory.load(path, changed)  # same names and shapes: loads fine
+    with pytest.raises(ValueError, match="model changed after recording"):
+        ExactPathKernel(loaded)
+    traj.model.add_module("extra", nn.Linear(3, 3).double())
+    with pytest.raises(ValueError, match="different model.*extra"):
+        ExactPathKernel(traj)
