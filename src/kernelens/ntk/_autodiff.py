@@ -10,6 +10,7 @@ import torch
 from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 from torch.func import vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .._progress import progress
 from ._model import ModelCall
@@ -44,12 +45,11 @@ def batched_grad(
                 grad_outputs,
                 is_grads_batched=True,
                 allow_unused=True,
-                retain_graph=retain_graph,
+                retain_graph=True,
             )
         )
-    except _TRANSFORM_ERRORS as exc:
-        if not _is_unsupported(exc):
-            raise
+    except RuntimeError:  # no batching rule for some backward op: loop over the K columns
+        pass
     k = grad_outputs.shape[0]
     cols: list[list[torch.Tensor | None]] = []
     for i in range(k):
@@ -75,6 +75,12 @@ def _flat(grads: Mapping[str, torch.Tensor], names: Sequence[str], lead: int) ->
     return torch.cat([grads[n].reshape(*grads[n].shape[:lead], -1) for n in names], dim=-1)
 
 
+def math_attention():
+    """Context using the plain (decomposed) attention kernel, which has forward-mode and
+    batching rules (the fused CPU kernel has neither)."""
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def per_example_grads(
     call: ModelCall,
     names: Sequence[str],
@@ -95,11 +101,11 @@ def per_example_grads(
         ``(f(x) [N, O], J [N, R, p])`` with p the total size of ``names`` (in that order).
     """
     try:
-        return _per_example_vmap(call, names, x, cot, where)
-    except _TRANSFORM_ERRORS as exc:
-        if not _is_unsupported(exc):
-            raise
-    return _per_example_loop(call, names, x, cot, where)
+        with math_attention():
+            return _per_example_vmap(call, names, x, cot, where)
+    except Exception:  # vmap fails in op-specific ways; the loop is exact
+        # and re-raises any genuine model error with the model's own message
+        return _per_example_loop(call, names, x, cot, where)
 
 
 def _per_example_vmap(call, names, x, cot, where):
@@ -199,6 +205,11 @@ def jvp_products(
         return _jvp_one(f, primals, t)
 
     tan = {n: tangents[n].to(base[n].dtype) for n in names}
+    with math_attention():
+        return _jvp_dispatch(f, single, primals, tan, batched)
+
+
+def _jvp_dispatch(f, single, primals, tan, batched):
     if not batched:
         y, jv = _jvp_one(f, primals, tan, with_value=True)
         return y, jv

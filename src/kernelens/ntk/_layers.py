@@ -324,6 +324,21 @@ class AttentionHandler(LayerHandler):
     def __init__(self, name: str, module: nn.Module, roles: dict[str, str]) -> None:
         super().__init__(name, module, roles)
         self.signature = inspect.signature(module.forward)
+        self._inside = False
+
+    def hook(self, cap: Capture):
+        outer = super().hook(cap)
+
+        def fn(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            if self._inside:  # the recomputation's own call of the module
+                return None
+            self._inside = True
+            try:
+                return outer(module, args, kwargs, output)
+            finally:
+                self._inside = False
+
+        return fn
 
     def layout(self, args, kwargs):
         return self.signature.bind(*args, **kwargs).arguments["query"]

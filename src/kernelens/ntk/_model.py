@@ -44,7 +44,7 @@ def _check_batch_independent(model: nn.Module) -> None:
             )
 
 
-def check_input(x: Any, name: str) -> torch.Tensor:
+def check_input(x: Any, name: str, *, finite: bool = True) -> torch.Tensor:
     """Return ``x`` as a tensor with a leading batch axis (float or integer)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -55,7 +55,7 @@ def check_input(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have a batch axis, got a 0-d tensor.")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one example.")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf; remove or impute them first.")
     return x
 
@@ -91,7 +91,8 @@ class ModelCall:
     Attributes:
         names: selected parameter names, model order.
         values: name -> tensor (detached) for every selected parameter, at ``weights``.
-        overrides: name -> tensor (detached) of the non-selected entries of ``weights``.
+        overrides: name -> tensor (detached) of every non-selected parameter (from
+            ``weights`` where given) and of the buffers given in ``weights``.
     """
 
     def __init__(
@@ -115,7 +116,7 @@ class ModelCall:
         known = set(named) | {n for n, _ in model.named_buffers()}
         for key, val in weights.items():
             if key not in known:
-                raise KeyError(self._unknown("weights", key, known))
+                raise ValueError(self._unknown("weights", key, known))
             if not isinstance(val, torch.Tensor):
                 raise TypeError(f"weights[{key!r}] must be a tensor, got {type(val).__name__}.")
             ref = named.get(key)
@@ -125,7 +126,9 @@ class ModelCall:
                     f"shape {tuple(ref.shape)}."
                 )
         self.values = {n: weights.get(n, named[n]).detach() for n in self.names}
-        self.overrides = {k: v.detach() for k, v in weights.items() if k not in self.values}
+        # every other parameter enters detached, so no graph reaches the module's Parameters
+        self.overrides = {n: p.detach() for n, p in named.items() if n not in self.values}
+        self.overrides.update({k: v.detach() for k, v in weights.items() if k not in self.values})
         self.shapes = {n: self.values[n].shape for n in self.names}
         first = self.values[self.names[0]]
         self.dtype = first.dtype
@@ -158,11 +161,11 @@ class ModelCall:
         for p in params:
             if isinstance(p, str):
                 if p not in named:
-                    raise KeyError(self._unknown("params", p, named))
+                    raise ValueError(self._unknown("params", p, named))
                 wanted.add(p)
             elif isinstance(p, torch.Tensor):
                 if id(p) not in by_id:
-                    raise KeyError(
+                    raise ValueError(
                         "params holds a tensor that is not a parameter of the model; pass "
                         "names from model.named_parameters() or the Parameter objects."
                     )

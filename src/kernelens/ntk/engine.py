@@ -42,6 +42,16 @@ def _check_pair_inputs(x1: torch.Tensor, x2: torch.Tensor | None) -> None:
         )
 
 
+def _check_inputs(x1, x2) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x1 = check_input(x1, "x1", finite=False)
+    x2 = None if x2 is None else check_input(x2, "x2", finite=False)
+    _check_pair_inputs(x1, x2)
+    check_input(x1, "x1")
+    if x2 is not None:
+        check_input(x2, "x2")
+    return x1, x2
+
+
 def _check_cotangents(c: torch.Tensor | None, n: int, o: int, call: ModelCall) -> torch.Tensor:
     if c is None:
         return None
@@ -145,9 +155,7 @@ def explain(
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUT_MODES)
     call = ModelCall(model, params=params, weights=weights)
-    x1 = check_input(x1, "x1")
-    x2 = None if x2 is None else check_input(x2, "x2")
-    _check_pair_inputs(x1, x2)
+    x1, x2 = _check_inputs(x1, x2)
     plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=memory_budget)
     return plan.info
 
@@ -207,9 +215,7 @@ def empirical_ntk(
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUT_MODES)
     call = ModelCall(model, params=params, weights=weights)
-    x1 = check_input(x1, "x1")
-    x2 = None if x2 is None else check_input(x2, "x2")
-    _check_pair_inputs(x1, x2)
+    x1, x2 = _check_inputs(x1, x2)
     budget = resolve_memory_budget(memory_budget)
     plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=budget)
     n1 = x1.shape[0]
