@@ -2,19 +2,24 @@
 
 Public entry points: :func:`empirical_ntk`, :func:`explain`, and the engine primitives other
 packages build on: :func:`jacobian_factors`, :func:`contract`, :func:`dense_dot`,
-:class:`Factors`, :func:`jvp`, :func:`vjp`. See docs/ntk.md for the methods and the math.
+:class:`Factors`, :func:`jvp`, :func:`vjp`; :class:`NTKOperator` and :func:`spectrum`. See docs/ntk.md for the methods and the math.
 """
 
 from .engine import empirical_ntk, explain, jacobian_factors, jvp, vjp
 from .factors import Factors, contract, dense_dot
+from .operator import NTKOperator
+from .spectrum import NTKSpectrum, spectrum
 
 __all__ = [
     "Factors",
+    "NTKOperator",
+    "NTKSpectrum",
     "contract",
     "dense_dot",
     "empirical_ntk",
     "explain",
     "jacobian_factors",
     "jvp",
+    "spectrum",
     "vjp",
 ]

@@ -11,6 +11,8 @@ per-example fallback, so results stay exact).
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -235,17 +237,15 @@ def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where, clone=F
     return y.detach(), parts, r
 
 
-def _check_handlers(call, handlers, axes, x, where) -> set[str]:
-    """Names of handlers whose factors disagree with autograd on a random cotangent."""
+def _check_handlers(call, handlers, axes, x, where) -> tuple[set[str], list]:
+    """Handlers whose factors disagree with autograd on a random cotangent (a parameter used
+    outside its module too), and the parts of that run (their shapes price the forms)."""
     n = x.shape[0]
     with torch.no_grad():
         o = call(x, where=where).shape[1]
     gen = torch.Generator(device="cpu").manual_seed(0)
     c = torch.randn(n, o, 1, generator=gen, dtype=call.dtype).to(call.device)
     y, parts, r = _chunk_parts(call, handlers, axes, x, c, None, where)
-    names = tuple(sorted({nm for h in handlers for nm in h.roles.values()}))
-    if not names:
-        return set()
     f = Factors(
         call.names,
         call.shapes,
@@ -255,17 +255,16 @@ def _check_handlers(call, handlers, axes, x, where) -> set[str]:
         n,
         r,
     )
-    dense = f.to_dense_dict()
+    summed = f.combine(torch.ones(1, n, r, dtype=y.dtype, device=y.device))
     _, auto = vjp_products(call, x, c.permute(2, 0, 1), where=where)
     eps = torch.finfo(call.dtype).eps
     bad = set()
     for h in handlers:
         for nm in h.roles.values():
-            got = dense[nm].sum((0, 1))
-            want = auto[nm][0]
+            got, want = summed[nm][0], auto[nm][0]
             if float((got - want).norm()) > math.sqrt(eps) * 10 * (float(want.norm()) + eps):
                 bad.add(h.name)
-    return bad
+    return bad, parts
 
 
 def _merge_blocks(blocks: list[DenseBlock]) -> list[DenseBlock]:
@@ -280,12 +279,14 @@ def _merge_blocks(blocks: list[DenseBlock]) -> list[DenseBlock]:
 
 
 # -- costs ---------------------------------------------------------------------------------
-def _site_costs(site: OuterSite, n_other: int, r: int, output: str) -> dict[str, tuple]:
-    """(FLOPs per example pair, bytes per pair, bytes per example) of each form."""
-    _, _, t, g, o = site.cot.shape
-    d = site.din + (1 if site.bias else 0)
+def _site_costs(
+    site: tuple[int, int, int, int, bool, bool], n_other: int, r: int, output: str, es: int
+) -> dict[str, tuple]:
+    """(FLOPs per example pair, bytes per pair, bytes per example) of each form of a site
+    with ``t`` positions, ``g`` groups, ``o`` outputs and ``din`` inputs."""
+    t, g, o, din, bias, index = site
+    d = din + (1 if bias else 0)
     rr = r * r if output == "full" else r
-    es = site.cot.element_size()
     if t == 1 and g == 1:
         factored = (2.0 * (d + rr * o), es * 2.0 * rr, es * (r * o + d))
         name = "product"
@@ -293,9 +294,77 @@ def _site_costs(site: OuterSite, n_other: int, r: int, output: str) -> dict[str,
         flops = 2.0 * t * t * g * (d + r * o) + 2.0 * rr * t * g * o
         factored = (flops, es * (t * g * r * o + t * t * g + rr), es * t * g * (r * o + d))
         name = "positions"
-    p = g * o * d if not site.is_index else o * site.din
+    p = g * o * d if not index else o * din
     explicit = (2.0 * rr * p + 2.0 * r * t * p / max(1, n_other), es * rr, es * r * p)
     return {name: factored, "explicit": explicit}
+
+
+@dataclass
+class _Structure:
+    """What a plan learns from the probes; depends on the model's structure, not on N."""
+
+    model: weakref.ref
+    handlers: list[LayerHandler]
+    axes: dict[str, list[int]]
+    uncovered: frozenset[str]
+    forward_flops: float
+    outputs: int
+    sites: dict[str, list[tuple[int, int, int, int, bool, bool]]]  # t, g, o, din, bias, index
+
+
+_CACHE: OrderedDict[tuple, _Structure] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _fingerprint(call: ModelCall, x1, x2, use_handlers: bool) -> tuple:
+    pair = x1.shape[0] >= 2 or (x2 is not None and x2.shape[0] >= 2)
+    mods = tuple((n, id(m), type(m).__name__) for n, m in call.model.named_modules())
+    params = tuple((n, tuple(p.shape)) for n, p in call.model.named_parameters())
+    return (
+        id(call.model),
+        mods,
+        params,
+        call.names,
+        tuple(x1.shape[1:]),
+        x1.dtype,
+        call.dtype,
+        str(call.device),
+        pair,
+        use_handlers,
+    )
+
+
+def _structure(call: ModelCall, x1, x2, use_handlers: bool, where: str) -> _Structure:
+    key = _fingerprint(call, x1, x2, use_handlers)
+    hit = _CACHE.get(key)
+    if hit is not None and hit.model() is call.model:
+        _CACHE.move_to_end(key)
+        return hit
+    handlers, uncovered = _coverage(call.model, call.names) if use_handlers else ([], set())
+    handlers, axes, dropped, fwd_flops, n_out = _probe_axes(call, handlers, x1, x2, where)
+    uncovered |= dropped
+    sites: dict[str, list] = {}
+    if handlers:
+        bad, parts = _check_handlers(call, handlers, axes, x1[:2], where)
+        for h in handlers:
+            if h.name in bad:
+                uncovered |= set(h.roles.values())
+        handlers = [h for h in handlers if h.name not in bad]
+        for p in parts:
+            if isinstance(p, OuterSite) and p.key[0] not in bad:
+                _, _, t, g, o = p.cot.shape
+                sites.setdefault(p.key[0], []).append(
+                    (t, g, o, p.din, p.bias is not None, p.is_index)
+                )
+    if not use_handlers:
+        uncovered = set(call.names)
+    out = _Structure(
+        weakref.ref(call.model), handlers, axes, frozenset(uncovered), fwd_flops, n_out, sites
+    )
+    _CACHE[key] = out
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
 
 
 def make_plan(
@@ -314,74 +383,51 @@ def make_plan(
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     use_handlers = method in ("auto", "structured")
-    handlers, uncovered = _coverage(call.model, call.names) if use_handlers else ([], set())
-    handlers, axes, dropped, fwd_flops, n_out = _probe_axes(call, handlers, x1, x2, where)
-    uncovered |= dropped
-    xp = x1[:2]
-    if handlers:
-        bad = _check_handlers(call, handlers, axes, xp, where)
-        for h in handlers:
-            if h.name in bad:
-                uncovered |= set(h.roles.values())
-        handlers = [h for h in handlers if h.name not in bad]
-    if not use_handlers:
-        uncovered = set(call.names)
+    st = _structure(call, x1, x2, use_handlers, where)
+    handlers, fwd_flops, n_out = st.handlers, st.forward_flops, st.outputs
     r = n_out if r is None else r
     rr = r * r if output == "full" else r
     es = element_size(call.dtype)
     groups: list[GroupPlan] = []
     explicit: set[str] = set()
     ex_bytes, pair_bytes = 0.0, es * rr
-    if handlers:
-        _, parts, _ = _chunk_parts(call, handlers, axes, x1[:1], None, None, where)
-        by_key = {}
-        for p in parts:
-            if isinstance(p, OuterSite):
-                by_key.setdefault(p.key[0], []).append(p)
-        for h in handlers:
-            sites = by_key.get(h.name, [])
-            kind = type(h.module).__name__
-            if not sites:  # explicit blocks (norms, biases only)
-                p = sum(math.prod(call.shapes[nm]) for nm in h.roles.values())
-                flops = 2.0 * rr * p * n1 * n2
-                groups.append(
-                    GroupPlan(
-                        h.name,
-                        kind,
-                        tuple(h.roles.values()),
-                        "explicit",
-                        flops,
-                        es * r * p * (n1 + n2),
-                    )
-                )
-                ex_bytes += es * r * p
-                continue
-            costs = [_site_costs(s, n2, r, output) for s in sites]
-            forms = {k: tuple(sum(c[k][i] for c in costs) for i in range(3)) for k in costs[0]}
-            fact = next(k for k in forms if k != "explicit")
-            choice = fact
-            if method == "auto" and forms["explicit"][0] < forms[fact][0]:
-                choice = "explicit"
-            elif method == "structured" and fact == "positions":
-                choice = "explicit" if forms["explicit"][0] < forms[fact][0] else fact
-            if choice == "explicit":
-                explicit.add(h.name)
-            f_pair, b_pair, b_ex = forms[choice]
-            names = tuple(dict.fromkeys(n for s in sites for n in s.names))
+    for h in handlers:
+        kind = type(h.module).__name__
+        sites = st.sites.get(h.name, [])
+        if not sites:  # explicit blocks (norms, biases only)
+            p = sum(math.prod(call.shapes[nm]) for nm in h.roles.values())
+            flops = 2.0 * rr * p * n1 * n2
             groups.append(
                 GroupPlan(
-                    h.name,
-                    kind,
-                    names,
-                    choice,
-                    f_pair * n1 * n2,
-                    b_ex * (n1 + n2) + b_pair * min(n1 * n2, 1 << 16),
-                    {k: v[0] * n1 * n2 for k, v in forms.items()},
+                    h.name, kind, tuple(h.roles.values()), "explicit", flops, es * r * p * (n1 + n2)
                 )
             )
-            ex_bytes += b_ex
-            pair_bytes = max(pair_bytes, b_pair)
-    fallback = tuple(n for n in call.names if n in uncovered)
+            ex_bytes += es * r * p
+            continue
+        costs = [_site_costs(s, n2, r, output, es) for s in sites]
+        forms = {k: tuple(sum(c[k][i] for c in costs) for i in range(3)) for k in costs[0]}
+        fact = next(k for k in forms if k != "explicit")
+        choice = fact
+        cheaper = forms["explicit"][0] < forms[fact][0]
+        if cheaper and (method == "auto" or fact == "positions"):
+            choice = "explicit"
+        if choice == "explicit":
+            explicit.add(h.name)
+        f_pair, b_pair, b_ex = forms[choice]
+        groups.append(
+            GroupPlan(
+                h.name,
+                kind,
+                tuple(h.roles.values()),
+                choice,
+                f_pair * n1 * n2,
+                b_ex * (n1 + n2) + b_pair * min(n1 * n2, 1 << 16),
+                {k: v[0] * n1 * n2 for k, v in forms.items()},
+            )
+        )
+        ex_bytes += b_ex
+        pair_bytes = max(pair_bytes, b_pair)
+    fallback = tuple(n for n in call.names if n in st.uncovered)
     fallback_form = "per-example"
     if fallback:
         p = sum(math.prod(call.shapes[nm]) for nm in fallback)
@@ -410,7 +456,7 @@ def make_plan(
     return Plan(
         call,
         handlers,
-        axes,
+        st.axes,
         fallback,
         fallback_form,
         explicit,

@@ -117,14 +117,17 @@ def _place(
     part: torch.Tensor,
     index: tuple[slice, ...] | None,
     shape: torch.Size,
+    *,
+    lead: int = 2,
 ) -> None:
-    """Add ``part [N, R, *region]`` into ``dense[name] [N, R, *shape]`` at ``index``."""
+    """Add ``part [*lead_axes, *region]`` into ``dense[name] [*lead_axes, *shape]`` at
+    ``index`` (``lead`` leading axes, e.g. [N, R])."""
     if index is None:
         dense[name] = dense[name] + part if name in dense else part
         return
     if name not in dense:
-        dense[name] = part.new_zeros(*part.shape[:2], *shape)
-    dense[name][(slice(None), slice(None), *index)] += part
+        dense[name] = part.new_zeros(*part.shape[:lead], *shape)
+    dense[name][(*(slice(None),) * lead, *index)] += part
 
 
 @dataclass
@@ -210,6 +213,45 @@ class Factors:
         """Explicit gradients ``[N, R, P]``, parameters flattened in ``param_slices`` order."""
         parts = self.to_dense_dict()
         return torch.cat([parts[n].reshape(self.n, self.r, -1) for n in self.names], dim=2)
+
+    def combine(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``sum_{i, r} V[k, i, r] g[i, r]`` for ``V [K, N, R]``: ``{name: [K, *shape]}``
+        (the transpose of :func:`dense_dot`; no per-example gradient is formed)."""
+        if V.ndim != 3 or V.shape[1:] != (self.n, self.r):
+            raise ValueError(
+                f"V must be [K, N, R] = [K, {self.n}, {self.r}], got shape {tuple(V.shape)}."
+            )
+        k = V.shape[0]
+        out: dict[str, torch.Tensor] = {}
+        for s in self.sites:
+            w = torch.einsum("kir,irtgo->kitgo", V, s.cot)
+            if s.weight is not None:
+                if s.is_index:
+                    m = w.new_zeros(k, s.din, w.shape[-1])
+                    ids = s.inp.clamp_min(0).reshape(-1)
+                    m.index_add_(1, ids, w[:, :, :, 0, :].reshape(k, -1, w.shape[-1]))
+                else:
+                    m = torch.einsum("kitgo,itgd->kgod", w, s.inp)
+                part = (m * s.w_scale).reshape(k, *s.w_shape)
+                _place(out, s.weight, part, s.w_index, self.shapes[s.weight], lead=1)
+            if s.bias is not None:
+                part = (w.sum((1, 2)) * s.b_scale).reshape(k, *s.b_shape)
+                _place(out, s.bias, part, s.b_index, self.shapes[s.bias], lead=1)
+        for b in self.blocks:
+            flat = torch.einsum("kir,irp->kp", V, b.J)
+            for name, sl in b.offsets().items():
+                _place(
+                    out,
+                    name,
+                    flat[:, sl].reshape(k, *self.shapes[name]),
+                    None,
+                    self.shapes[name],
+                    lead=1,
+                )
+        for name in self.names:
+            if name not in out:
+                out[name] = V.new_zeros(k, *self.shapes[name])
+        return {name: out[name] for name in self.names}
 
     def scale_(self, scales: Mapping[str, Scale]) -> Factors:
         """Multiply the gradient of each named parameter in place and return ``self``.
