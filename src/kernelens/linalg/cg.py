@@ -71,6 +71,10 @@ def _as_apply(preconditioner: object, n: int) -> Apply | None:
     )
 
 
+#: Failed true-residual checks in a row without halving the residual before a column stops.
+_MAX_STALLS = 3
+
+
 def _col_dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     return (U * V).sum(dim=0)
 
@@ -102,7 +106,9 @@ def conjugate_gradient(
     passes as one (for a tiled kernel operator the Gram tiles are formed once per pass).
     A column stops when its relative residual ``||b - A x|| / ||b||`` is at most ``tol``;
     that is then confirmed on the true residual (one extra product), and if round-off made
-    the recursive residual optimistic the column restarts from the true one.
+    the recursive residual optimistic the column restarts from the true one. A column whose
+    true residual stops improving over three such restarts (``tol`` below the accuracy the
+    dtype can reach) stops early and is reported as not converged.
 
     Args:
         A: SPD ``[n, n]`` tensor or square :class:`LinearOperator` (not declared symmetric:
@@ -112,8 +118,8 @@ def conjugate_gradient(
             ``apply(R [n, k])`` (e.g. :class:`NystromPreconditioner`), a LinearOperator, a
             dense ``[n, n]`` tensor or a callable.
         x0: initial guess shaped like ``B`` (default zeros).
-        tol: relative residual target per column (default ``1e-8`` in float64, ``1e-5`` in
-            float32, which is close to what float32 can reach).
+        tol: relative residual target per column (default ``1e-8`` in float64, ``1e-4`` in
+            float32: float32 cannot get much below ``eps * cond(A)``-ish relative residuals).
         max_iter: iteration cap (default ``10 n``, as scipy).
         callback: ``callback(iteration, X [n, k], rel_residuals [k])`` after each iteration.
         warn: emit a :class:`ConvergenceWarning` when some column did not converge.
@@ -131,7 +137,7 @@ def conjugate_gradient(
         raise ValueError(f"B has {B.shape[0]} rows but A is {n} x {n}; they must match.")
     vec = B.ndim == 1
     Bm = B[:, None] if vec else B
-    tol = default_tol(op.dtype, f64=1e-8, f32=1e-5) if tol is None else check_positive(tol, "tol")
+    tol = default_tol(op.dtype, f64=1e-8, f32=1e-4) if tol is None else check_positive(tol, "tol")
     max_iter = 10 * n if max_iter is None else check_positive_int(max_iter, "max_iter", minimum=0)
     M = _as_apply(preconditioner, n)
 
@@ -173,6 +179,11 @@ def conjugate_gradient(
         _check_rz(rz)
         verified = rel <= tol  # columns whose true residual is known to be below tol
         broken = torch.zeros(k, dtype=torch.bool, device=B.device)
+        # stagnation: true residuals that stop improving across restarts (the dtype's
+        # attainable accuracy for this conditioning lies above tol)
+        last_fail = torch.full((k,), float("inf"), dtype=rel.dtype, device=B.device)
+        stalls = torch.zeros(k, dtype=torch.long, device=B.device)
+        stagnated = torch.zeros(k, dtype=torch.bool, device=B.device)
 
         steps = progress(range(1, max_iter + 1), total=max_iter, desc="CG", enable=show_progress)
         for it in steps:
@@ -201,9 +212,15 @@ def conjugate_gradient(
                 rel[cols] = R_true.norm(dim=0) / safe_bnorm[cols]
                 ok = rel[cols] <= tol
                 verified[cols[ok]] = True
-                done[pos[~ok]] = False
-                restart[pos[~ok]] = True
-                Ra[:, pos[~ok]] = R_true[:, ~ok]
+                failed, fpos = cols[~ok], pos[~ok]
+                improved = rel[failed] < 0.5 * last_fail[failed]
+                stalls[failed] = torch.where(improved, 0, stalls[failed] + 1)
+                last_fail[failed] = torch.minimum(last_fail[failed], rel[failed])
+                give_up = stalls[failed] >= _MAX_STALLS
+                stagnated[failed[give_up]] = True
+                done[fpos[~give_up]] = False
+                restart[fpos[~give_up]] = True
+                Ra[:, fpos[~give_up]] = R_true[:, ~ok][:, ~give_up]
 
             keep = ~done
             active, Ra, Pa, rz, restart = (
@@ -232,11 +249,16 @@ def conjugate_gradient(
     if warn and not converged:
         worst = float(final.max())
         n_bad = int((~(verified & ~broken)).sum())
-        reason = (
-            " A (or the preconditioner) is not positive definite: p^T A p <= 0 occurred."
-            if bool(broken.any())
-            else " Raise max_iter, loosen tol or use a preconditioner."
-        )
+        if bool(broken.any()):
+            reason = " A (or the preconditioner) is not positive definite: p^T A p <= 0 occurred."
+        elif bool(stagnated.any()):
+            reason = (
+                " The residual stagnated: tol is below the accuracy attainable in "
+                f"{op.dtype} for this conditioning; loosen tol, use float64 or a "
+                "preconditioner."
+            )
+        else:
+            reason = " Raise max_iter, loosen tol or use a preconditioner."
         warn_not_converged(
             f"conjugate_gradient did not converge: {n_bad} of {k} "
             f"column(s) above tol={tol:.3g} after {iterations} iteration(s) (worst relative "
