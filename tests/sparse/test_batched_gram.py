@@ -70,7 +70,7 @@ def test_subclass_of_fast_kernel_is_not_taken_for_its_parent():
 def test_squared_distances_near_duplicates_are_accurate():
     base = torch.randn(2, 1, 5, dtype=torch.float64) * 1e3
     A = base + 1e-6 * torch.randn(2, 4, 5, dtype=torch.float64)
-    d2 = batched_squared_distances(A, A, same=True)
+    d2 = batched_squared_distances(A)
     direct = ((A[:, :, None, :] - A[:, None, :, :]) ** 2).sum(-1)
     torch.testing.assert_close(d2, direct, rtol=1e-9, atol=0.0)
     for b in range(2):

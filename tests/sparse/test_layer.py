@@ -150,8 +150,11 @@ def test_gradcheck_queries_centers_targets_bandwidth(kernel, k):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_gradcheck_feature_module_parameters():
+# B * k >= n: one differentiable pass over all centers; B * k < n: only the selected ones
+@pytest.mark.parametrize("n_queries", [4, 1])
+def test_gradcheck_feature_module_parameters(n_queries):
     Z, Y, X = _small()
+    X = X[:n_queries]
     S = _features()
     layer = SparseKernelLayer(Z, Y, k=6, bandwidth=0.7, reg=1e-2, features=S)
     names = [name for name, _ in S.named_parameters()]
@@ -166,8 +169,10 @@ def test_gradcheck_feature_module_parameters():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_gradcheck_centers_through_feature_module():
+@pytest.mark.parametrize("n_queries", [4, 1])
+def test_gradcheck_centers_through_feature_module(n_queries):
     Z, Y, X = _small()
+    X = X[:n_queries]
     layer = SparseKernelLayer(
         Z, Y, k=6, bandwidth=0.7, reg=1e-2, features=_features(), learn_centers=True
     )
@@ -308,6 +313,7 @@ def test_to_float32_rebuilds_and_runs():
     torch.testing.assert_close(layer(X.float()), ref.float(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager():
     Z, Y, X = _data(n=50)
     layer = SparseKernelLayer(Z, Y, k=6, learn_targets=True)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._memory import element_size, tile_size
+from .._memory import element_size
 from .._validation import (
     as_tensor,
     check_consistent_length,
@@ -20,6 +20,7 @@ from .._validation import (
     check_same_device_dtype,
 )
 from ..kernels import KERNELS, Kernel, make_kernel
+from ._tiles import rows_per_tile
 from .local import local_kernel_regression
 from .neighbors import NeighborIndex, make_index
 
@@ -239,18 +240,27 @@ class SparseKernelLayer(nn.Module):
             ``[B, c]`` (``[B]`` when the targets were 1-D).
         """
         x = self._check_queries(x)
-        self._refresh()
         fx = self._apply_features(x, "queries")
+        all_features = None
+        if self._features_need_grad() and x.shape[0] * self.k >= self.n_centers:
+            # most centers will be neighbours of some query: one differentiable pass over all
+            # of them serves both the index and the gather
+            all_features = self._features_of(self.centers)
+            self._refresh(all_features.detach())
+        else:
+            self._refresh()
         kernel = self.kernel
         B, p = fx.shape
         c = self.targets.shape[1]
         per_query = element_size(fx.dtype) * self.k * (_GRAM_TEMPORARIES * self.k + 4 * p + 2 * c)
-        rows = tile_size(B, per_query, self.memory_budget)
+        rows = rows_per_tile(B, per_query, self.memory_budget)
         outs = []
         for r0 in range(0, B, rows):
             f = fx[r0 : r0 + rows]
             _, idx = self.index.search(f.detach(), self.k)
-            neighbours = self._neighbour_features(idx)
+            neighbours = (
+                self._neighbour_features(idx) if all_features is None else all_features[idx]
+            )
             outs.append(local_kernel_regression(kernel, f, neighbours, self.targets[idx], self.reg))
         out = torch.cat(outs)
         return out[:, 0] if self._vector_targets else out
@@ -307,36 +317,49 @@ class SparseKernelLayer(nn.Module):
             training = self.features.training
         return (training, *((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
 
-    def _refresh(self) -> None:
+    def _features_of(self, Z: torch.Tensor) -> torch.Tensor:
+        """``S(Z)`` in chunks of ``feature_batch`` rows ``[len(Z), p]`` (Z itself without S)."""
+        if self.features is None:
+            return Z
+        chunks = [
+            self._apply_features(Z[i : i + self.feature_batch], "centers")
+            for i in range(0, Z.shape[0], self.feature_batch)
+        ]
+        return torch.cat(chunks)
+
+    def _features_need_grad(self) -> bool:
+        """Whether the neighbours' features must carry autograd through ``features``."""
+        return (
+            self.features is not None
+            and torch.is_grad_enabled()
+            and (
+                self.centers.requires_grad
+                or any(p.requires_grad for p in self.features.parameters())
+            )
+        )
+
+    def _refresh(self, features: torch.Tensor | None = None) -> None:
+        """Rebuild the cached center features and the index if their inputs changed;
+        ``features`` are the current (detached) ``S(centers)`` when the caller has them."""
         key = self._state_key()
         if key == self._cache_key and self._center_features is not None:
             return
-        with torch.no_grad():
-            Z = self.centers.detach()
-            check_finite(Z, "centers")
-            if self.features is None:
-                F = Z
-            else:
-                F = torch.cat(
-                    [
-                        self._apply_features(Z[i : i + self.feature_batch], "centers")
-                        for i in range(0, Z.shape[0], self.feature_batch)
-                    ]
-                )
-                check_finite(F, "features(centers)")
-        self.index.build(F)
-        self._center_features = F
+        check_finite(self.centers.detach(), "centers")
+        if features is None:
+            with torch.no_grad():
+                features = self._features_of(self.centers.detach())
+        if self.features is not None:
+            check_finite(features, "features(centers)")
+        self.index.build(features)
+        self._center_features = features
         self._cache_key = key
 
     def _neighbour_features(self, idx: torch.Tensor) -> torch.Tensor:
         """Features of the selected centers ``[b, k, p]``, with autograd where it is needed."""
         if self.features is None:
             return self.centers[idx]
-        needs_grad = torch.is_grad_enabled() and (
-            self.centers.requires_grad or any(p.requires_grad for p in self.features.parameters())
-        )
-        if not needs_grad:
+        if not self._features_need_grad():
             assert self._center_features is not None
             return self._center_features[idx]
         unique, inverse = torch.unique(idx, return_inverse=True)
-        return self._apply_features(self.centers[unique], "centers")[inverse]
+        return self._features_of(self.centers[unique])[inverse]

@@ -36,9 +36,10 @@ def local_kernel_regression(
     Returns:
         ``[B, c]``.
     """
-    K = batched_gram(kernel, neighbors)
+    # one Gram of [query, neighbours] per batch entry: row 0 is K(x, Z), the rest K(Z, Z)
+    G = batched_gram(kernel, torch.cat([queries[:, None, :], neighbors], dim=1))
+    K = G[:, 1:, 1:]
     if reg:
         K = K + reg * torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
     alpha = cholesky_solve(K, targets)
-    kx = batched_gram(kernel, queries[:, None, :], neighbors)
-    return (kx @ alpha)[:, 0, :]
+    return (G[:, :1, 1:] @ alpha)[:, 0, :]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._memory import element_size, tile_size
+from ..._memory import MIN_BUDGET, element_size, resolve_memory_budget, tile_size
 from ..._progress import progress
 from .base import NeighborIndex
 
@@ -51,8 +51,12 @@ class TorchExactIndex(NeighborIndex):
         q2 = (Q * Q).sum(dim=1)
         n, B = P.shape[0], Q.shape[0]
         per_entry = _TILE_TEMPORARIES * element_size(P.dtype)
-        cols = tile_size(n, per_entry * min(B, _MAX_QUERY_ROWS), self.memory_budget, minimum=k)
-        rows = tile_size(B, per_entry * cols, self.memory_budget)
+        if n * B * per_entry <= MIN_BUDGET:  # fits any budget: skip the free-memory lookup
+            rows, cols = B, n
+        else:
+            budget = resolve_memory_budget(self.memory_budget)
+            cols = tile_size(n, per_entry * min(B, _MAX_QUERY_ROWS), budget, minimum=k)
+            rows = tile_size(B, per_entry * cols, budget)
         out_d, out_i = [], []
         starts = range(0, B, rows)
         for r0 in progress(starts, desc="exact k-NN", enable=self.show_progress):
