@@ -37,6 +37,8 @@ def batched_grad(
     """``d <g_k, y> / d inputs`` for every ``g_k`` in ``grad_outputs [K, *y.shape]``; each result
     is ``[K, *input.shape]`` (None where an input does not affect ``y``). One vmapped backward
     where possible, else a loop of K backward passes."""
+    if not y.requires_grad:  # y does not depend on any input
+        return [None] * len(inputs)
     try:
         return list(
             torch.autograd.grad(

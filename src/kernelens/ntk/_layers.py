@@ -38,9 +38,7 @@ class Capture:
     probes: list[torch.Tensor] = field(default_factory=list)
     records: dict[str, list[tuple]] = field(default_factory=dict)
     layouts: dict[str, list[torch.Size]] = field(default_factory=dict)
-    inputs: list[tuple[torch.Tensor, int]] = field(default_factory=list)
     shapes_only: bool = False
-    clone: bool = False
 
     def probe(self, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Return ``y + 0`` through a fresh leaf, and the leaf's index."""
@@ -48,16 +46,11 @@ class Capture:
         self.probes.append(p)
         return y + p, len(self.probes) - 1
 
-    def keep(self, x: torch.Tensor) -> torch.Tensor:
-        """Detach an input to record and remember its version (in-place change check);
-        with ``clone`` set, record a copy instead."""
-        if self.clone:
-            return x.detach().clone()
-        self.inputs.append((x, x._version))
+    @staticmethod
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        """Record a layer input. No copy: autograd already forbids modifying a layer's input
+        in place after the call whenever its weight is trained, since it saves the input."""
         return x.detach()
-
-    def modified_inputs(self) -> bool:
-        return any(x._version != v for x, v in self.inputs)
 
 
 def _grad_or_zeros(grads: list[torch.Tensor | None], k: int, like: torch.Size, r: int, ref):

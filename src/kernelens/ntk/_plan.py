@@ -215,13 +215,11 @@ def _probe_axes(call, handlers, x1, x2, where):
     return kept, axes, dropped, float(flops.get_total_flops()), y.shape[1]
 
 
-def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where, clone=False):
+def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where):
     """Hooked forward + one batched backward: the structured parts of one chunk."""
-    cap = Capture(clone=clone)
+    cap = Capture()
     with torch.enable_grad():
         y = _run_hooks(call, handlers, x, cap, values, where)
-        if cap.modified_inputs():
-            return _chunk_parts(call, handlers, axes, x, cot, values, where, clone=True)
         n, o = y.shape
         if cot is None:
             go = torch.eye(o, dtype=y.dtype, device=y.device)[:, None, :].expand(o, n, o)
