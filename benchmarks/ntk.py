@@ -25,7 +25,6 @@ import time
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.harness import (
     machine_description,
@@ -36,6 +35,7 @@ from benchmarks.harness import (
     time_call,
 )
 from kernelens.ntk import empirical_ntk, explain
+from kernelens.ntk._autodiff import math_attention
 
 
 # -- the torch.func tutorial recipes (baselines) --------------------------------------------
@@ -132,8 +132,8 @@ class Transformer(nn.Module):
 def full_ntk_rows(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> list[list]:
     model = model.eval()
     ours = time_call(lambda: empirical_ntk(model, x), warmup=1, repeats=repeats)
-    # the recipes need the decomposed attention kernel (the fused one has no forward AD)
-    with sdpa_kernel([SDPBackend.MATH]):
+    # the recipes need the decomposed attention kernels (the fused ones have no forward AD)
+    with math_attention():
         jac = time_call(lambda: recipe_jacobian_contraction(model, x, x), warmup=0, repeats=1)
         ntvp_x = x[:8]
         ntvp = time_call(

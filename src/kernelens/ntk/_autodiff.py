@@ -4,7 +4,8 @@ vector-Jacobian and Jacobian-vector products."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.func import jvp as func_jvp
@@ -77,10 +78,18 @@ def _flat(grads: Mapping[str, torch.Tensor], names: Sequence[str], lead: int) ->
     return torch.cat([grads[n].reshape(*grads[n].shape[:lead], -1) for n in names], dim=-1)
 
 
-def math_attention():
-    """Context using the plain (decomposed) attention kernel, which has forward-mode and
-    batching rules (the fused CPU kernel has neither)."""
-    return sdpa_kernel([SDPBackend.MATH])
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Context using the plain (decomposed) attention kernel and no fused
+    MultiheadAttention fast path: those have forward-mode and batching rules, the fused CPU
+    kernels have neither."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def per_example_grads(
