@@ -1,0 +1,20 @@
+"""The Python snippets in docs/sparse.md run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "sparse.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_doc_has_snippets():
+    assert len(BLOCKS) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_snippet_runs(index, capsys):
+    exec(compile(BLOCKS[index], f"{DOC}:block{index}", "exec"), {})
