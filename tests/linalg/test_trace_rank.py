@@ -72,6 +72,11 @@ def test_trace_bad_input() -> None:
         hutchpp_trace(torch.eye(4), 2)
     with pytest.raises(ValueError, match=">= 1"):
         hutchinson_trace(torch.eye(4), 0)
+    nan_op = LinearOperator((4, 4), lambda V: V * float("nan"), symmetric=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        hutchinson_trace(nan_op, 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        hutchpp_trace(nan_op, 3)
 
 
 # -- effective ranks ------------------------------------------------------------------------

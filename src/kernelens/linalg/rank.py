@@ -66,7 +66,14 @@ def participation_ratio(
             return participation_ratio(op.to_dense())
         gen = make_generator(seed)
         tr = hutchpp_trace(op, m, seed=gen)
-        tr2 = hutchpp_trace(op @ op, m, seed=gen)
+        squared = LinearOperator(
+            op.shape,
+            lambda V: op.matmat(op.matmat(V)),
+            dtype=op.dtype,
+            device=op.device,
+            symmetric=True,
+        )
+        tr2 = hutchpp_trace(squared, m, seed=gen)
         _check_nonzero(tr2, "the estimated tr(G^2)")
         return tr**2 / tr2
     t = _as_float_tensor(A, "A")

@@ -23,6 +23,8 @@ def _quadratic_form_sum(
         if project is not None:
             Z = Z - project @ (project.T @ Z)
         total = total + (Z * op.matmat(Z)).sum()
+    if not bool(torch.isfinite(total)):
+        raise ValueError("A returned non-finite values; check the operator.")
     return total
 
 
@@ -94,5 +96,5 @@ def hutchpp_trace(
         S = random_block(n, sketch, **kw)
         G = random_block(n, probes, **kw)
         Q = orthonormalize(op.matmat(S))
-        exact = (Q * op.matmat(Q)).sum()
+        exact = _quadratic_form_sum(op, Q, max(1, Q.shape[1]))
         return exact + _quadratic_form_sum(op, G, block_size, project=Q) / probes
