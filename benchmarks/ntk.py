@@ -8,8 +8,6 @@
 2. The same for a small CNN on 28x28 inputs and a two-layer transformer block.
 3. Trace NTK ``[N, N]`` time and peak memory (each point in a fresh process) vs N at width
    512 and vs width at N = 1024 (MLP 784-w-w-10, float32).
-4. Optional: neural-tangents' empirical NTK (JAX) on the same MLP, when importable
-   (run this script with the benchmark venv, .venv-bench).
 
 Run: ``.venv/bin/python -m benchmarks.ntk [--record] [--quick]``.
 """
@@ -199,7 +197,16 @@ def trace_rows(points: list[tuple[int, int]]) -> list[list]:
     rows = []
     for n, w in points:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.ntk", "--trace-point", str(n), str(w)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.ntk",
+                "--trace-point",
+                str(n),
+                str(w),
+                "--threads",
+                str(torch.get_num_threads()),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -211,54 +218,15 @@ def trace_rows(points: list[tuple[int, int]]) -> list[list]:
     return rows
 
 
-def neural_tangents_row(x: torch.Tensor, model: nn.Module, ours_s: float) -> list | None:
-    try:
-        import jax
-        import jax.numpy as jnp
-        import neural_tangents as nt
-    except ImportError:
-        return None
-    params = [
-        (jnp.asarray(m.weight.detach().numpy().T), jnp.asarray(m.bias.detach().numpy()))
-        for m in model
-        if isinstance(m, nn.Linear)
-    ]
-
-    def f(p, xx):
-        h = xx
-        for i, (w, b) in enumerate(p):
-            h = h @ w + b
-            if i < len(p) - 1:
-                h = jax.nn.relu(h)
-        return h
-
-    xj = jnp.asarray(x.numpy())
-    best = None
-    for impl in (
-        nt.NtkImplementation.JACOBIAN_CONTRACTION,
-        nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
-        nt.NtkImplementation.STRUCTURED_DERIVATIVES,
-    ):
-        fn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0, implementation=impl))
-        t = time_call(lambda fn=fn: fn(xj, None, params).block_until_ready(), warmup=1, repeats=3)
-        if best is None or t.median < best[1]:
-            best = (impl.name, t.median)
-    return [
-        "MLP 784-512-512-10",
-        f"neural-tangents {nt.__version__} ({best[0]}, jit)",
-        best[1],
-        best[1] / ours_s,
-        "-",
-        "-",
-    ]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="append the tables to BENCHMARKS.md")
     ap.add_argument("--quick", action="store_true", help="small trace grid")
     ap.add_argument("--trace-point", nargs=2, type=int, metavar=("N", "WIDTH"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.trace_point:
         print(json.dumps(trace_point(*args.trace_point)))
         return
@@ -268,9 +236,6 @@ def main() -> None:
     m = mlp()
     x = torch.randn(n, 784)
     rows += full_ntk_rows("MLP 784-512-512-10", m, x, repeats=5)
-    peer = neural_tangents_row(x, m, rows[0][2])
-    if peer is not None:
-        rows.append(peer)
     rows += full_ntk_rows("CNN 2 conv + linear, 28x28", CNN(), torch.randn(n, 1, 28, 28), 3)
     ids = torch.randint(0, 64, (n, 16))
     rows += full_ntk_rows("2-layer transformer (d=64, seq 16)", Transformer(), ids, 3)
@@ -312,8 +277,9 @@ def main() -> None:
             "timed at N = 8 and scaled by (N/8)^2 (its cost is one vjp+jvp per example pair "
             "and output). GFLOP/s = the plan's estimated FLOPs (per-layer Grams plus N*O "
             "forward-backward passes) over the time; torch.matmul float32 reaches "
-            f"{matmul:.1f} GFLOP/s on this machine. Other jobs were running on the 2 shared "
-            "cores, so absolute times are noisy; ratios come from the same process.\n\n"
+            f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Other jobs were "
+            "running on the 2 shared cores, so absolute times are noisy; ratios come from the "
+            "same process.\n\n"
             + table1
             + "\n\nTrace NTK [N, N] of MLP 784-w-w-10 (float32, default memory budget), each "
             "point in a fresh process (peak RSS includes the interpreter and torch):\n\n" + table2

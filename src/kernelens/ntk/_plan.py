@@ -29,6 +29,9 @@ from .factors import DenseBlock, Factors, OuterSite
 __all__ = ["FORMS", "METHODS", "GroupPlan", "NTKPlan", "Plan", "extract", "make_plan"]
 
 METHODS = ("auto", "structured", "jacobian", "ntvp")
+#: Cost multiplier of the positions form (small-inner-dimension batched products) relative
+#: to the FLOPs of a large matrix product, measured on CPU (see docs/ntk.md).
+GEMM_PENALTY = 8.0
 FORMS = {
     "product": "Kronecker product of input and cotangent Grams (one position)",
     "positions": "Grams summed over positions (weights shared across positions)",
@@ -289,7 +292,9 @@ def _site_costs(
         factored = (2.0 * (d + rr * o), es * 2.0 * rr, es * (r * o + d))
         name = "product"
     else:
-        flops = 2.0 * t * t * g * (d + r * o) + 2.0 * rr * t * g * o
+        # the sums over position pairs run as batched products with inner dimension T (and
+        # R rows), far below GEMM speed: measured ~8x slower per FLOP than one large Gram
+        flops = GEMM_PENALTY * (2.0 * t * t * g * (d + r * o) + 2.0 * rr * t * g * o)
         factored = (flops, es * (t * g * r * o + t * t * g + rr), es * t * g * (r * o + d))
         name = "positions"
     p = g * o * d if not index else o * din

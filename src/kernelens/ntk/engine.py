@@ -337,7 +337,8 @@ def jvp(
     weights: Weights = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x) [N, O], J t [N, O])`` for a parameter tangent ``t = {name: [*shape]}`` (names
-    not given have zero tangent); forward-mode AD, one pass."""
+    not given have zero tangent); forward-mode AD, one pass. As in autograd's backward, an
+    Embedding's ``padding_idx`` row counts as having no gradient."""
     if not isinstance(tangents, Mapping) or not tangents:
         raise TypeError("tangents must be a non-empty mapping {parameter name: tensor}.")
     call = ModelCall(model, params=list(tangents), weights=weights)
@@ -348,4 +349,15 @@ def jvp(
                 f"tangents[{n!r}] has shape {tuple(t.shape)}, expected the parameter's shape "
                 f"{tuple(call.shapes[n])}."
             )
+    # autograd gives an Embedding's padding_idx row no gradient (it is never trained); the
+    # tangent along that row is dropped so that jvp is the transpose of vjp
+    tangents = dict(tangents)
+    canon = {id(p): n for n, p in model.named_parameters()}
+    for mod in model.modules():
+        if isinstance(mod, nn.Embedding) and mod.padding_idx is not None:
+            name = canon.get(id(mod.weight))
+            if name in tangents:
+                t = tangents[name].clone()
+                t[mod.padding_idx] = 0
+                tangents[name] = t
     return jvp_products(call, x, tangents, where="x")

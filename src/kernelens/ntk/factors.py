@@ -356,9 +356,9 @@ def _input_gram(s1: OuterSite, s2: OuterSite) -> torch.Tensor:
     w = s1.w_scale * s2.w_scale if s1.weight is not None else 0.0
     b = s1.b_scale * s2.b_scale if s1.bias is not None else 0.0
     if not (isinstance(w, float) and w == 1.0):
-        gram = gram * w
+        gram.mul_(w)
     if not (isinstance(b, float) and b == 0.0):
-        gram = gram + b
+        gram.add_(b)
     return gram
 
 
@@ -372,11 +372,11 @@ def _site_gram(s1: OuterSite, s2: OuterSite, output: str) -> torch.Tensor:
         d1, d2 = s1.cot.reshape(n1, r1, o), s2.cot.reshape(n2, r2, o)
         if output == "full":
             dg = (d1.reshape(n1 * r1, o) @ d2.reshape(n2 * r2, o).T).reshape(n1, r1, n2, r2)
-            return dg * a[:, None, :, None]
+            return dg.mul_(a[:, None, :, None])
         if output == "trace":
-            return (d1.reshape(n1, r1 * o) @ d2.reshape(n2, r2 * o).T) * a
+            return (d1.reshape(n1, r1 * o) @ d2.reshape(n2, r2 * o).T).mul_(a)
         dg = torch.bmm(d1.transpose(0, 1), d2.permute(1, 2, 0)).permute(1, 2, 0)
-        return dg * a[:, :, None]
+        return dg.mul_(a[:, :, None])
     # Sum over positions: P[i, t, g, j, s, o] = sum_t' a-gram[i, t, j, t', g] delta'[j, s, t', g, o]
     p = torch.einsum("itjug,jsugo->itgjso", agram, s2.cot)
     if output == "full":
@@ -404,7 +404,7 @@ def contract(f1: Factors, f2: Factors, *, output: str = "full") -> torch.Tensor:
             with column r); ``"trace"`` -> ``[N1, N2]`` (sum of the diagonal).
     """
     _check_pair(f1, f2, output)
-    total = _empty(f1, f2, output)
+    parts: list[torch.Tensor] = []
     clean = _clean_names(f1, f2)
     sites2: dict[tuple[str, ...], list[OuterSite]] = {}
     for s in f2.sites:
@@ -412,14 +412,19 @@ def contract(f1: Factors, f2: Factors, *, output: str = "full") -> torch.Tensor:
     for s1 in f1.sites:
         if set(s1.names) <= clean:
             for s2 in sites2.get(s1.key, []):
-                total = total + _site_gram(s1, s2, output)
+                parts.append(_site_gram(s1, s2, output))
     blocks2 = {b.names: b for b in f2.blocks}
     for b1 in f1.blocks:
         if set(b1.names) <= clean:
-            total = total + _dense_gram(b1.J, blocks2[b1.names].J, output)
+            parts.append(_dense_gram(b1.J, blocks2[b1.names].J, output))
     rest = [n for n in f1.names if n not in clean]
     if rest:
-        total = total + _dense_gram(_dense_subset(f1, rest), _dense_subset(f2, rest), output)
+        parts.append(_dense_gram(_dense_subset(f1, rest), _dense_subset(f2, rest), output))
+    if not parts:
+        return _empty(f1, f2, output)
+    total = parts[0].contiguous()
+    for p in parts[1:]:
+        total.add_(p)
     return total
 
 
