@@ -38,6 +38,7 @@ class Capture:
     probes: list[torch.Tensor] = field(default_factory=list)
     records: dict[str, list[tuple]] = field(default_factory=dict)
     layouts: dict[str, list[torch.Size]] = field(default_factory=dict)
+    flops: float = 0.0
     shapes_only: bool = False
 
     def probe(self, y: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -83,6 +84,7 @@ class LayerHandler:
         def fn(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             if cap.shapes_only:
                 cap.layouts.setdefault(self.name, []).append(self.layout(args, kwargs).shape)
+                cap.flops += self.flops(output)
                 return None
             new, record = self.forward(module, args, kwargs, output, cap)
             cap.records.setdefault(self.name, []).append(record)
@@ -92,6 +94,15 @@ class LayerHandler:
 
     def forward(self, module, args, kwargs, output, cap: Capture) -> tuple[Any, tuple]:
         raise NotImplementedError
+
+    def flops(self, output: Any) -> float:
+        """Forward FLOPs of one call: each weight entry used once per output position."""
+        y = output[0] if isinstance(output, tuple) else output
+        weights = sum(p.numel() for p in self.module.parameters(recurse=False))
+        if isinstance(self.module, nn.MultiheadAttention):
+            weights += self.module.out_proj.weight.numel()
+        channel = 1 if isinstance(self.module, nn.modules.conv._ConvNd) else -1
+        return 2.0 * weights * y.numel() / max(1, y.shape[channel])
 
     def build(
         self,
@@ -204,6 +215,9 @@ def _patches(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor:
 
 class EmbeddingHandler(LayerHandler):
     covers = ("weight",)
+
+    def flops(self, output: Any) -> float:
+        return 0.0  # a lookup
 
     def forward(self, module, args, kwargs, output, cap):
         y, k = cap.probe(output)

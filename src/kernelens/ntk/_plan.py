@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .._memory import element_size, resolve_memory_budget
 from ._autodiff import batched_grad, per_example_grads, vjp_products
@@ -198,8 +197,7 @@ def _probe_axes(call, handlers, x1, x2, where):
     xp1 = x1[:1]
     xp2 = x1[:2] if x1.shape[0] >= 2 else (x2[:2] if x2 is not None and x2.shape[0] >= 2 else None)
     cap1 = Capture(shapes_only=True)
-    flops = FlopCounterMode(display=False)
-    with torch.no_grad(), flops:
+    with torch.no_grad():
         y = _run_hooks(call, handlers, xp1, cap1, where=where)
     cap2 = Capture(shapes_only=True)
     if xp2 is not None:
@@ -215,7 +213,9 @@ def _probe_axes(call, handlers, x1, x2, where):
             kept.append(h)
         else:
             dropped |= set(h.roles.values())
-    return kept, axes, dropped, float(flops.get_total_flops()), y.shape[1]
+    covered = {n for h in handlers for n in h.roles.values()}
+    other = sum(call.values[n].numel() for n in call.names if n not in covered)
+    return kept, axes, dropped, cap1.flops + 2.0 * other, y.shape[1]
 
 
 def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where):
