@@ -143,3 +143,11 @@ def test_missing_faiss_gives_install_hint(monkeypatch):
             cls().build(P)
     # the exact torch search needs no faiss
     TorchExactIndex().build(P).search(P[:2], 3)
+
+
+def test_copies_keep_configuration_not_built_data():
+    import copy
+
+    index = FaissHNSWIndex(ef_search=77).build(_data(n=50)[0])
+    twin = copy.deepcopy(index)
+    assert twin.ef_search == 77 and not twin.is_built and index.is_built

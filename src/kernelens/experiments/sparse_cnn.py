@@ -175,7 +175,7 @@ def fit_linear_head(
 
 
 def fit_mlp_head(
-    F: torch.Tensor, y: torch.Tensor, n_classes: int, *, epochs: int = 30, seed: int = 0
+    F: torch.Tensor, y: torch.Tensor, n_classes: int, *, epochs: int = 20, seed: int = 0
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
     """A two-layer MLP head (128 hidden units) trained with Adam on standardised features."""
     torch.manual_seed(seed)

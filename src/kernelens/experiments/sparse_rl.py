@@ -234,7 +234,7 @@ def sparse_dqn(quick: bool = True) -> Result:
     """Training returns vs environment steps over several seeds, and a greedy evaluation."""
     if quick:
         cfg = DQNConfig(
-            steps=2000, warmup=300, sync_every=250, eps_decay_steps=1200, eval_episodes=5
+            steps=1500, warmup=250, sync_every=250, eps_decay_steps=1000, eval_episodes=5
         )
         seeds = [0, 1]
     else:

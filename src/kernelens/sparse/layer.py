@@ -164,7 +164,7 @@ class SparseKernelLayer(nn.Module):
             self.log_bandwidth = None
         self._cache_key: tuple[Any, ...] | None = None
         self._center_features: torch.Tensor | None = None
-        self.register_load_state_dict_post_hook(lambda module, _: module.invalidate_index())
+        self.register_load_state_dict_post_hook(_invalidate_after_load)
 
     # -- construction helpers -----------------------------------------------------------------
     @staticmethod
@@ -222,6 +222,11 @@ class SparseKernelLayer(nn.Module):
         check_positive(kernel.bandwidth.detach(), "bandwidth")  # type: ignore[attr-defined]
         return kernel
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles drop the derived data; it is rebuilt on first use
+        state = super().__getstate__()
+        return {**state, "_cache_key": None, "_center_features": None}
+
     def invalidate_index(self) -> None:
         """Force the neighbour index and cached center features to be rebuilt on next use."""
         self._cache_key = None
@@ -233,8 +238,14 @@ class SparseKernelLayer(nn.Module):
         assert self._center_features is not None
         return self._center_features
 
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions for queries ``x [B, d]`` (``[B, *input_shape]`` with ``features``).
+
+        ``torch.compile`` does not trace into this method (the neighbour search, input checks
+        and Cholesky jitter are data-dependent and would break the graph into many pieces,
+        which made a compiled layer slower than eager); a compiled model containing the layer
+        compiles everything around it and calls the layer eagerly.
 
         Returns:
             ``[B, c]`` (``[B]`` when the targets were 1-D).
@@ -363,3 +374,9 @@ class SparseKernelLayer(nn.Module):
             return self._center_features[idx]
         unique, inverse = torch.unique(idx, return_inverse=True)
         return self._features_of(self.centers[unique])[inverse]
+
+
+def _invalidate_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: the loaded centers or features need a new index."""
+    assert isinstance(module, SparseKernelLayer)
+    module.invalidate_index()

@@ -21,7 +21,9 @@ class NeighborIndex(ABC):
 
     Subclasses implement :meth:`_build` and :meth:`_search`; the public methods validate the
     input and the state. ``exact`` says whether results are exact (up to floating-point
-    rounding of near ties) or approximate.
+    rounding of near ties) or approximate. Convention: configuration lives in public
+    attributes, built data in private (``_``-prefixed) ones; copies and pickles keep the
+    configuration only (an index is derived data, rebuilt where it is used).
     """
 
     #: Backend name as accepted by :func:`~kernelens.sparse.make_index`.
@@ -76,6 +78,10 @@ class NeighborIndex(ABC):
             raise ValueError(f"k={k} exceeds the {self._n} indexed points; use k <= {self._n}.")
         d2, idx = self._search(queries.detach(), k)
         return d2.to(queries.dtype), idx.to(torch.int64)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return {**state, "_n": None, "_dim": None}
 
     def __repr__(self) -> str:
         state = f"n={self._n}, dim={self._dim}" if self.is_built else "not built"
