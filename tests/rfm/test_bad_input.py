@@ -55,6 +55,9 @@ def test_non_positive_bandwidth(Xy, bandwidth):
         ({"centering": "yes"}, "centering"),
         ({"dtype": "float16"}, "dtype"),
         ({"agop_samples": 0}, "agop_samples"),
+        ({"agop_power": 0.0}, "agop_power"),
+        ({"tol": -1.0}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
     ],
 )
 def test_bad_hyper_parameters(Xy, params, match):

@@ -9,7 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from kernelens.data import rfm_scaling
 from kernelens.kernels import KernelRidge
-from kernelens.rfm import AGOPVanishedWarning, RFMClassifier, RFMRegressor, fit_temperature
+from kernelens.rfm import AGOPVanishedWarning, RFMClassifier, RFMRegressor, agop, fit_temperature
 
 
 @parametrize_with_checks([RFMRegressor(iters=2), RFMClassifier(iters=2)])
@@ -173,3 +173,36 @@ def test_fit_temperature_minimises_the_nll():
 
     grid = np.exp(np.linspace(-3, 3, 2001))
     assert nll(T) <= min(nll(t) for t in grid) + 1e-6
+
+
+@pytest.mark.parametrize("solver", ["cg", "eigenpro"])
+def test_iterative_solvers_agree_with_cholesky(data, solver):
+    X, y, Xt = data
+    ref = RFMRegressor(iters=2, reg=1e-2, solver="cholesky").fit(X, y)
+    it = RFMRegressor(iters=2, reg=1e-2, solver=solver, tol=1e-10, max_iter=500, random_state=0)
+    it.fit(X, y)
+    assert it.solver_ == solver and it.history_[0]["solver_iterations"] > 0
+    rtol = 1e-6 if solver == "cg" else 1e-3
+    np.testing.assert_allclose(it.predict(Xt), ref.predict(Xt), rtol=rtol, atol=rtol)
+
+
+def test_auto_solver_switches_to_cg_beyond_the_memory_budget(data):
+    X, y, _ = data
+    small = RFMRegressor(iters=1).fit(X, y)
+    assert small.solver_ == "cholesky"
+    n = 600
+    g = np.random.default_rng(0)
+    Xb, yb = g.normal(size=(n, 3)), g.normal(size=n)
+    big = RFMRegressor(iters=0, reg=0.1, memory_budget=3 * n * n * 8 - 1).fit(Xb, yb)
+    assert big.solver_ == "cg" and big.history_[0]["converged"]
+    with pytest.raises(MemoryError, match="solver='cg'"):
+        RFMRegressor(solver="cholesky", memory_budget=3 * n * n * 8 - 1).fit(Xb, yb)
+
+
+def test_agop_power_takes_the_matrix_root(data):
+    X, y, _ = data
+    plain = RFMRegressor(iters=0).fit(X, y)
+    root = RFMRegressor(iters=1, agop_power=0.5).fit(X, y)
+    w, V = torch.linalg.eigh(agop(plain, X))
+    ref = (V * w.clamp_min(0).sqrt()) @ V.T
+    torch.testing.assert_close(root.M_, ref / ref.diagonal().max(), rtol=1e-8, atol=1e-10)

@@ -14,7 +14,30 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MetricFactor"]
+__all__ = ["MetricFactor", "metric_update"]
+
+
+def metric_update(G: torch.Tensor, *, power: float = 1.0) -> torch.Tensor | None:
+    """The next RFM metric from an AGOP: ``G^power`` scaled to a largest diagonal entry of 1.
+
+    Args:
+        G: the AGOP ``[d, d]``, or its diagonal ``[d]`` (then the metric is ``diag(G^power)``).
+        power: exponent (``1`` is the RFM of Radhakrishnan et al.; ``1/2`` the square root
+            used in later AGOP work); a matrix power through the eigendecomposition, with
+            round-off negative eigenvalues clipped to 0.
+
+    Returns:
+        ``[d, d]``, or None when ``G`` is zero (a constant predictor has no features).
+    """
+    if G.ndim == 1:
+        g = G.clamp_min(0.0) ** power
+        top = float(g.max())
+        return torch.diag(g / top) if top > 0 else None
+    if power != 1.0:
+        w, V = torch.linalg.eigh((G + G.T) / 2)
+        G = (V * w.clamp_min(0.0) ** power) @ V.T
+    top = float(G.diagonal().max())
+    return G / top if top > 0 else None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Solving the kernel ridge system ``(K + reg I) coef = Y`` of one RFM iteration."""
+"""Solving the kernel ridge system ``(K + reg I) coef = Y`` of one RFM iteration.
+
+A thin layer over :func:`kernelens.linalg.solve_kernel_system` that picks the route for the
+RFM estimators and returns the fitted values the iteration's history needs.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +12,43 @@ import torch
 
 from .._memory import element_size, resolve_memory_budget
 from ..kernels import Kernel
-from ..linalg import jittered_cholesky
+from ..linalg import solve_kernel_system
 
-__all__ = ["SOLVERS", "Solution", "dense_fits", "resolve_solver", "solve"]
+__all__ = ["SOLVERS", "Solution", "resolve_solver", "solve"]
 
 #: Solver names accepted by the RFM estimators.
-SOLVERS = ("auto", "cholesky")
+SOLVERS = ("auto", "cholesky", "cg", "eigenpro")
+#: Gram-sized buffers of the dense route (Gram, factor, a temporary).
+_DENSE_BUFFERS = 3
 
 
 @dataclass
 class Solution:
-    """``coef [n, c]`` and the fitted values ``K coef [n, c]`` on the training points."""
+    """The coefficients ``[n, c]``, the fitted values ``K coef [n, c]`` on the training
+    points (exact for Cholesky, up to the solver's residual otherwise) and how they were
+    found."""
 
     coef: torch.Tensor
     fitted: torch.Tensor
     method: str
-
-
-def dense_fits(n: int, dtype: torch.dtype, memory_budget: int | None) -> bool:
-    """Whether the ``n x n`` Gram and its Cholesky factor (plus slack) fit the budget."""
-    return 3 * n * n * element_size(dtype) <= resolve_memory_budget(memory_budget)
+    converged: bool
+    iterations: int
 
 
 def resolve_solver(solver: str, n: int, dtype: torch.dtype, memory_budget: int | None) -> str:
-    """The concrete method ``"auto"`` stands for, or ``solver`` itself after a memory check."""
-    if dense_fits(n, dtype, memory_budget):
-        return "cholesky"
-    size = 3 * n * n * element_size(dtype) / 2**30
-    raise MemoryError(
-        f"solver={solver!r} needs the {n} x {n} Gram and its Cholesky factor (about "
-        f"{size:.1f} GiB), more than memory_budget allows; raise memory_budget or subsample."
-    )
+    """The route ``solver`` stands for with ``n`` points: ``"auto"`` is ``"cholesky"`` while
+    the dense Gram and its factor fit the memory budget and ``"cg"`` beyond."""
+    dense = _DENSE_BUFFERS * n * n * element_size(dtype)
+    fits = dense <= resolve_memory_budget(memory_budget)
+    if solver == "auto":
+        return "cholesky" if fits else "cg"
+    if solver == "cholesky" and not fits:
+        raise MemoryError(
+            f"solver='cholesky' needs the {n} x {n} Gram and its factor (about "
+            f"{dense / 2**30:.1f} GiB), more than memory_budget allows; raise memory_budget "
+            "or use solver='cg' or 'eigenpro' (they never form the Gram)."
+        )
+    return solver
 
 
 def solve(
@@ -47,12 +57,29 @@ def solve(
     Y: torch.Tensor,
     reg: float,
     method: str,
+    *,
+    x0: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    seed: int | None = 0,
+    memory_budget: int | None = None,
+    show_progress: bool | None = None,
 ) -> Solution:
-    """Solve ``(k(U, U) + reg I) coef = Y`` for ``U [n, r]``, ``Y [n, c]`` by ``method``."""
-    K = kernel(U)
-    K.diagonal().add_(reg)
-    L, jitter = jittered_cholesky(K)
-    del K
-    coef = torch.cholesky_solve(Y, L)
-    # (K + (reg + jitter) I) coef = Y, so K coef = Y - (reg + jitter) coef exactly
-    return Solution(coef, Y - (reg + jitter) * coef, method)
+    """Solve ``(k(U, U) + reg I) coef = Y`` for ``U [n, r]``, ``Y [n, c]`` by ``method``
+    (``"cholesky"``, ``"cg"`` with an EigenPro preconditioner, or ``"eigenpro"``)."""
+    res = solve_kernel_system(
+        kernel,
+        U,
+        Y,
+        shift=reg,
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        x0=x0,
+        seed=seed,
+        memory_budget=memory_budget,
+        show_progress=show_progress,
+    )
+    # (K + reg I) coef = Y - residual, so K coef = Y - reg coef up to the residual
+    fitted = Y - reg * res.x
+    return Solution(res.x, fitted, res.method, res.converged, res.iterations)

@@ -36,7 +36,7 @@ from .._validation import (
 )
 from ..kernels.sklearn_base import DTYPES, to_numpy, wrap_like
 from ._gradients import GRADIENT_KERNELS
-from ._metric import MetricFactor
+from ._metric import MetricFactor, metric_update
 from ._solve import SOLVERS, Solution, resolve_solver, solve
 from .agop import machine_agop
 from .machine import KernelMachine, base_kernel
@@ -69,7 +69,10 @@ class _RFMBase(BaseEstimator):
         solver: str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
+        agop_power: float = 1.0,
         agop_samples: int = 20_000,
+        tol: float | None = None,
+        max_iter: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         dtype: str = "float64",
         memory_budget: int | None = None,
@@ -84,7 +87,10 @@ class _RFMBase(BaseEstimator):
         self.solver = solver
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.agop_power = agop_power
         self.agop_samples = agop_samples
+        self.tol = tol
+        self.max_iter = max_iter
         self.random_state = random_state
         self.dtype = dtype
         self.memory_budget = memory_budget
@@ -105,7 +111,12 @@ class _RFMBase(BaseEstimator):
             raise ValueError(
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
             )
+        check_positive(self.agop_power, "agop_power")
         check_positive_int(self.agop_samples, "agop_samples")
+        if self.tol is not None:
+            check_positive(self.tol, "tol")
+        if self.max_iter is not None:
+            check_positive_int(self.max_iter, "max_iter")
         check_choice(self.dtype, "dtype", DTYPES)
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
@@ -131,7 +142,13 @@ class _RFMBase(BaseEstimator):
         mse = float(((pred - Y) ** 2).mean())
         return mse, mse
 
-    def _run(self, X: torch.Tensor, Y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor] | None):
+    def _run(
+        self,
+        X: torch.Tensor,
+        Y: torch.Tensor,
+        val: tuple[torch.Tensor, torch.Tensor] | None,
+        seed: int,
+    ) -> tuple[KernelMachine, list[dict[str, Any]]]:
         """The RFM iterations on ``X [n, d]``, ``Y [n, c]``; returns the kept machine and the
         per-iteration history."""
         n, d = X.shape
@@ -140,20 +157,24 @@ class _RFMBase(BaseEstimator):
         method = resolve_solver(self.solver, n, X.dtype, self.memory_budget)
         agop_rows = None
         if n > self.agop_samples:
-            rng = check_random_state(self.random_state)
+            rng = np.random.default_rng(seed)
             agop_rows = torch.from_numpy(np.sort(rng.choice(n, self.agop_samples, replace=False)))
         intercept = Y.mean(dim=0) if self.centering else torch.zeros(Y.shape[1], dtype=Y.dtype)
         M = torch.eye(d, dtype=X.dtype)
+        coef = None
         factor = MetricFactor.identity(d, dtype=X.dtype)
         history: list[dict[str, Any]] = []
         best: tuple[tuple[float, float], KernelMachine, int] | None = None
         steps = progress(range(self.iters + 1), desc="RFM", enable=self.show_progress)
         for t in steps:
-            machine, fitted = self._solve(M, factor, X, Y, intercept, method)
+            machine, sol = self._solve(M, factor, X, Y, intercept, method, coef, seed)
+            coef = machine.coef
             record: dict[str, Any] = {
                 "iteration": t,
-                "train_error": self._errors(fitted, Y)[0],
+                "train_error": self._errors(sol.fitted + intercept, Y)[0],
                 "rank_M": factor.rank,
+                "solver_iterations": sol.iterations,
+                "converged": sol.converged,
             }
             if val is not None:
                 key = self._errors(
@@ -167,8 +188,8 @@ class _RFMBase(BaseEstimator):
                 break
             U = machine.centres if agop_rows is None else machine.centres[agop_rows]
             G = machine_agop(machine, U, diagonal=diagonal, memory_budget=self.memory_budget)
-            scale = float(G.max()) if diagonal else float(G.diagonal().max())
-            if not scale > 0:
+            M_next = metric_update(G, power=self.agop_power)
+            if M_next is None:
                 warnings.warn(
                     f"the AGOP vanished at iteration {t} (the fitted function is constant on "
                     "the training data); M is kept and the iterations stop.",
@@ -176,7 +197,7 @@ class _RFMBase(BaseEstimator):
                     stacklevel=4,
                 )
                 break
-            M = torch.diag(G / scale) if diagonal else G / scale
+            M = M_next
             factor = MetricFactor.from_matrix(
                 M, diagonal=diagonal, symmetric_root=kind == "product_laplace"
             )
@@ -195,30 +216,48 @@ class _RFMBase(BaseEstimator):
         Y: torch.Tensor,
         intercept: torch.Tensor,
         method: str,
-    ) -> tuple[KernelMachine, torch.Tensor]:
-        """Kernel ridge regression of ``Y - intercept`` with metric ``M``: the machine and its
-        fitted values on ``X`` ``[n, c]``."""
+        x0: torch.Tensor | None,
+        seed: int,
+    ) -> tuple[KernelMachine, Solution]:
+        """Kernel ridge regression of ``Y - intercept`` with metric ``M`` (warm-started at
+        ``x0`` by the iterative solvers): the machine and the solver's solution."""
         U = factor.apply(X)
-        kern = base_kernel(self.kernel, self.bandwidth)
-        sol: Solution = solve(kern, U, Y - intercept, self.reg, method)
+        sol = solve(
+            base_kernel(self.kernel, self.bandwidth),
+            U,
+            Y - intercept,
+            self.reg,
+            method,
+            x0=x0,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            seed=seed,
+            memory_budget=self.memory_budget,
+            show_progress=self.show_progress,
+        )
         machine = KernelMachine(
             self.kernel, float(self.bandwidth), M, factor, U, sol.coef, intercept
         )
-        return machine, sol.fitted + intercept
+        return machine, sol
 
     def _fit_targets(self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None) -> None:
         """Run RFM on ``X [n, d]``, ``Y [n, c]`` (numpy); set the fitted attributes."""
         Xt, Yt = self._tensor(X), self._tensor(Y)
         needs_split = self.early_stopping or self._always_split
         tr, va = self._split(len(X), stratify, needs_split)
+        # one seed for the solvers' random subsamples, drawn after the split's
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         if va is None:
-            machine, history = self._run(Xt, Yt, None)
+            machine, history = self._run(Xt, Yt, None, seed)
         else:
-            machine, history = self._run(Xt[tr], Yt[tr], (Xt[va], Yt[va]))
+            machine, history = self._run(Xt[tr], Yt[tr], (Xt[va], Yt[va]), seed)
             self._calibrate(machine, Xt[va], Yt[va])
             # refit the coefficients on all the data with the kept metric
             intercept = Yt.mean(dim=0) if self.centering else machine.intercept
-            machine, _ = self._solve(machine.M, machine.factor, Xt, Yt, intercept, self.solver_)
+            method = resolve_solver(self.solver, len(Xt), Xt.dtype, self.memory_budget)
+            machine, _ = self._solve(
+                machine.M, machine.factor, Xt, Yt, intercept, method, None, seed
+            )
         self.machine_ = machine
         self.history_ = history
         self.n_iter_ = len(history) - 1
@@ -255,14 +294,23 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         M: ``"full"`` (a ``d x d`` metric) or ``"diagonal"`` (per-feature weights).
         centering: subtract the mean of ``y`` before the kernel solve and add it back in
             predictions (far from the data predictions then decay to the mean, not to 0).
-        solver: ``"auto"`` or ``"cholesky"`` (dense Gram).
+        solver: ``"cholesky"`` (dense Gram, exact), ``"cg"`` (conjugate gradients on the tiled
+            kernel operator with an EigenPro preconditioner; never forms the Gram),
+            ``"eigenpro"`` (the EigenPro iteration: a few cheap epochs for very large ``n``)
+            or ``"auto"``: Cholesky while three ``n x n`` matrices fit ``memory_budget``,
+            CG beyond. Iterative solves start from the previous iteration's coefficients.
         early_stopping: hold out ``validation_fraction`` of the data, run the iterations on
             the rest, keep the metric of the iteration with the lowest validation error and
             refit the coefficients on all the data with it.
         validation_fraction: share of the data held out for early stopping.
+        agop_power: the metric is ``AGOP^agop_power`` (``1``: Radhakrishnan et al.; ``0.5``:
+            the square root used in later AGOP work, a slower, more conservative update).
         agop_samples: the AGOP is averaged over at most this many training points (a random
             subset drawn with ``random_state`` when there are more).
-        random_state: seed of the validation split and the AGOP subset.
+        tol: relative residual target of the iterative solvers (their defaults if None).
+        max_iter: CG iterations / EigenPro epochs per solve (their defaults if None).
+        random_state: seed of the validation split, the AGOP subset and the solvers'
+            subsamples.
         dtype: ``"float64"`` (default) or ``"float32"``.
         memory_budget: bytes for Grams and tiles (default: a quarter of free RAM).
         show_progress: progress bars (default: on a terminal).
@@ -272,7 +320,8 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         coef_: dual coefficients ``[n]`` (``[n, k]`` for ``k`` targets).
         intercept_: ``[k]`` the mean of ``y`` (zeros without centering).
         history_: one dict per iteration: ``iteration``, ``train_error`` (MSE),
-            ``val_error`` (with early stopping) and ``rank_M`` (the rank of the metric used).
+            ``val_error`` (with early stopping), ``rank_M`` (the rank of the metric used),
+            ``solver_iterations`` and ``converged`` (the solver's).
         best_iter_: the iteration kept; ``n_iter_``: the iterations run.
         machine_: the fitted :class:`~kernelens.rfm.KernelMachine`.
         solver_: the solver that ran.
