@@ -142,7 +142,8 @@ def full_ntk_rows(name: str, model: nn.Module, x: torch.Tensor, repeats: int) ->
     ref = jac.value
     err = float((ours.value - ref).abs().max() / ref.abs().max())
     ntvp_err = float((ours.value[:8, :8] - ntvp.value).abs().max() / ntvp.value.abs().max())
-    flops = explain(model, x).total_flops + 3 * x.shape[0] * 10 * _forward_flops(model, x)
+    # useful work: the plan's Grams, one forward and O input-gradient backward passes
+    flops = explain(model, x).total_flops + x.shape[0] * 11 * _forward_flops(model, x)
     gflops = flops / ours.median / 1e9
     return [
         [name, "kernelens empirical_ntk (auto)", ours.median, 1.0, f"{gflops:.1f}", "-"],
@@ -285,8 +286,9 @@ def main() -> None:
         body = (
             "Full NTK [N, N, O, O], N = 48, O = 10, float32. The NTK-vector-product recipe is "
             "timed at N = 8 and scaled by (N/8)^2 (its cost is one vjp+jvp per example pair "
-            "and output). GFLOP/s = the plan's estimated FLOPs (per-layer Grams plus N*O "
-            "forward-backward passes) over the time; torch.matmul float32 reaches "
+            "and output). GFLOP/s = estimated useful FLOPs (the plan's per-layer Grams, one "
+            "forward and O backward passes of the batch, FLOPs counted by torch's "
+            "FlopCounterMode) over the time; torch.matmul float32 reaches "
             f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Other jobs were "
             "running on the 2 shared cores, so absolute times are noisy; ratios come from the "
             "same process.\n\n"

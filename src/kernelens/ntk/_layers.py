@@ -63,6 +63,11 @@ def _to_batch_first(t: torch.Tensor, axis: int) -> torch.Tensor:
     return t.movedim(axis, 0)
 
 
+def _join(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Concatenate the calls of a layer (no copy for the usual single call)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
 class LayerHandler:
     """Base class: ``roles`` maps the module's attribute paths to selected parameter names."""
 
@@ -143,7 +148,7 @@ class LinearHandler(LayerHandler):
             ins.append(_to_batch_first(x, axis).reshape(n, -1, 1, x.shape[-1]))
             d = self._cot(grads, k, yshape, r, x, axis)
             cots.append(d.reshape(n, r, -1, 1, yshape[-1]))
-        return self._site(torch.cat(ins, 1), torch.cat(cots, 2))
+        return self._site(_join(ins, 1), _join(cots, 2))
 
     def _site(self, a: torch.Tensor, d: torch.Tensor) -> list[Part]:
         w = self.roles.get("weight")
@@ -183,7 +188,7 @@ class ConvHandler(LinearHandler):
             d = self._cot(grads, k, yshape, r, x, 0)  # [N, R, C_out, *L]
             d = d.flatten(3).transpose(2, 3)  # [N, R, T, C_out]
             cots.append(d.reshape(n, r, -1, g, yshape[1] // g))
-        return self._site(torch.cat(ins, 1), torch.cat(cots, 2))
+        return self._site(_join(ins, 1), _join(cots, 2))
 
 
 def _patches(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor:
@@ -243,8 +248,8 @@ class EmbeddingHandler(LayerHandler):
                 b_index=None,
                 w_shape=w.shape,
                 b_shape=None,
-                cot=torch.cat(cots, 2),
-                inp=torch.cat(ids_all, 1).long(),
+                cot=_join(cots, 2),
+                inp=_join(ids_all, 1).long(),
                 din=m.num_embeddings,
             )
         ]
@@ -294,7 +299,7 @@ class NormHandler(LayerHandler):
                 if attr in self.roles:
                     v = d * xh if attr == "weight" else d
                     parts.append(self._reduce(v, n, r))
-            j = torch.cat(parts, dim=2)
+            j = _join(parts, 2)
             total = j if total is None else total + j
         shapes = tuple(self.module.get_parameter(a).shape for a in self.covers if a in self.roles)
         return [DenseBlock(names, shapes, total)]
@@ -423,8 +428,8 @@ class AttentionHandler(LayerHandler):
                 "in_proj_bias",
                 rows if packed else None,
                 rows,
-                torch.cat(parts[part][0], 1),
-                torch.cat(parts[part][1], 2),
+                _join(parts[part][0], 1),
+                _join(parts[part][1], 2),
             )
         out += self._part(
             "out",
@@ -432,8 +437,8 @@ class AttentionHandler(LayerHandler):
             "out_proj.bias",
             None,
             None,
-            torch.cat(parts["out"][0], 1),
-            torch.cat(parts["out"][1], 2),
+            _join(parts["out"][0], 1),
+            _join(parts["out"][1], 2),
         )
         return out
 

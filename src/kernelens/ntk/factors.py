@@ -79,16 +79,19 @@ class OuterSite:
                 m = self.cot.new_zeros(n, r, self.din, dout)
                 idx = ids[:, None, :, None].expand(n, r, ids.shape[1], dout)
                 m.scatter_add_(2, idx, self.cot[:, :, :, 0, :])
-            else:
-                m = torch.einsum("nrtgo,ntgi->nrgoi", self.cot, self.inp)
-            out[self.weight] = (m * self.w_scale).reshape(n, r, *self.w_shape)
+            else:  # [N, R, G, o, T] @ [N, 1, G, T, d]: the weight layout, no permute copy
+                m = torch.matmul(self.cot.permute(0, 1, 3, 4, 2), self.inp.transpose(1, 2)[:, None])
+            out[self.weight] = _scaled(m, self.w_scale).reshape(n, r, *self.w_shape)
         if self.bias is not None:
-            b = self.cot.sum(2) * self.b_scale
-            out[self.bias] = b.reshape(n, r, *self.b_shape)
+            out[self.bias] = _scaled(self.cot.sum(2), self.b_scale).reshape(n, r, *self.b_shape)
         return out
 
     def bytes_per_example(self) -> int:
         return (self.cot[0].numel() + self.inp[0].numel()) * self.cot.element_size()
+
+
+def _scaled(t: torch.Tensor, s: Scale) -> torch.Tensor:
+    return t if isinstance(s, float) and s == 1.0 else t * s
 
 
 @dataclass
@@ -211,8 +214,7 @@ class Factors:
 
     def to_dense(self) -> torch.Tensor:
         """Explicit gradients ``[N, R, P]``, parameters flattened in ``param_slices`` order."""
-        parts = self.to_dense_dict()
-        return torch.cat([parts[n].reshape(self.n, self.r, -1) for n in self.names], dim=2)
+        return _fill_dense(self, self.names, self.sites, self.blocks)
 
     def combine(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
         """``sum_{i, r} V[k, i, r] g[i, r]`` for ``V [K, N, R]``: ``{name: [K, *shape]}``
@@ -301,13 +303,50 @@ class Factors:
         blocks = [b for b in self.blocks if set(b.names) & touched]
         if not sites and len(blocks) == 1 and set(blocks[0].names) == touched:
             return
-        sub = Factors(self.names, self.shapes, sites, blocks, self.outputs, self.n, self.r)
-        dense = sub.to_dense_dict()
         ordered = tuple(n for n in self.names if n in touched)
-        J = torch.cat([dense[n].reshape(self.n, self.r, -1) for n in ordered], dim=2)
+        J = _fill_dense(self, ordered, sites, blocks)
         self.sites = [s for s in self.sites if s not in sites]
         self.blocks = [b for b in self.blocks if b not in blocks]
         self.blocks.append(DenseBlock(ordered, tuple(self.shapes[n] for n in ordered), J))
+
+
+def _fill_dense(
+    f: Factors, names: Sequence[str], sites: list[OuterSite], blocks: list[DenseBlock]
+) -> torch.Tensor:
+    """Explicit gradients ``[N, R, p]`` of ``names`` (in that order) from the given parts,
+    written straight into one buffer."""
+    offs, start = {}, 0
+    for name in names:
+        size = math.prod(f.shapes[name])
+        offs[name] = slice(start, start + size)
+        start += size
+    J = f.outputs.new_empty(f.n, f.r, start)
+    filled: set[str] = set()
+
+    def put(name: str, part: torch.Tensor, index: tuple[slice, ...] | None) -> None:
+        if name not in offs:
+            return
+        view = J[:, :, offs[name]].unflatten(2, f.shapes[name])
+        if name not in filled:
+            filled.add(name)
+            if index is None:
+                view.copy_(part)
+                return
+            view.zero_()
+        if index is not None:
+            view = view[(slice(None), slice(None), *index)]
+        view += part
+
+    for s in sites:
+        for name, part in s.dense_parts().items():
+            put(name, part, s.w_index if name == s.weight else s.b_index)
+    for b in blocks:
+        for name, sl in b.offsets().items():
+            put(name, b.J[:, :, sl].unflatten(2, f.shapes[name]), None)
+    for name in names:
+        if name not in filled:
+            J[:, :, offs[name]] = 0
+    return J
 
 
 def _check_pair(f1: Factors, f2: Factors, output: str) -> None:
@@ -460,9 +499,7 @@ def _dense_subset(f: Factors, names: Sequence[str]) -> torch.Tensor:
     wanted = set(names)
     sites = [s for s in f.sites if set(s.names) & wanted]
     blocks = [b for b in f.blocks if set(b.names) & wanted]
-    sub = Factors(f.names, f.shapes, sites, blocks, f.outputs, f.n, f.r)
-    dense = sub.to_dense_dict()
-    return torch.cat([dense[n].reshape(f.n, f.r, -1) for n in names], dim=2)
+    return _fill_dense(f, names, sites, blocks)
 
 
 def dense_dot(G: torch.Tensor | Mapping[str, torch.Tensor], f: Factors) -> torch.Tensor:
