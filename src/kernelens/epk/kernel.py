@@ -39,7 +39,7 @@ from torch.func import functional_call
 from .._memory import element_size, tile_size
 from .._progress import progress
 from .._validation import check_choice, check_positive, check_positive_int
-from ..ntk import contract, dense_dot, jacobian_factors
+from ..ntk import contract, dense_dot, jacobian_factors, vjp
 from .gp import path_gp_variance
 from .optim import BackwardAccumulator, forward_update
 from .quadrature import RULES, DyadicInterval, rule_nodes
@@ -49,8 +49,9 @@ __all__ = ["OUTPUTS", "ExactPathKernel", "PathDecomposition", "VerifyReport"]
 
 #: Output views: the model's outputs, or their log-softmax (cross-entropy only).
 OUTPUTS = ("logits", "log_probs")
-#: Gauss-Legendre nodes per (sub-)interval when ``nodes="auto"``.
-AUTO_NODES = 4
+#: ``nodes="auto"``: Gauss-Legendre with 2 nodes on [0, 1]; where the residual is too large,
+#: 4 nodes; then bisection with 4 nodes per half.
+AUTO_NODES = (2, 4)
 
 Tensors = dict[str, torch.Tensor]
 
@@ -141,9 +142,9 @@ class ExactPathKernel:
     Args:
         trajectory: a recorded :class:`Trajectory` (its ``model`` must be the architecture
             it was recorded with).
-        nodes: ``"auto"`` for adaptive Gauss-Legendre (``AUTO_NODES`` nodes per interval,
-            intervals bisected where the exact residual exceeds the tolerance), or an int for
-            a fixed rule on [0, 1] without refinement.
+        nodes: ``"auto"`` for adaptive Gauss-Legendre (2 nodes on [0, 1], then 4 where the
+            exact residual exceeds the tolerance, then bisection with 4 nodes per half), or
+            an int for a fixed rule on [0, 1] without refinement.
         rule: ``"gauss-legendre"`` or ``"midpoint"`` (the public EPK code's rule; for
             comparisons).
         rtol: per-step tolerance of the adaptive rule, relative to ``max |f(x)|`` per test
@@ -178,7 +179,7 @@ class ExactPathKernel:
             raise ValueError("the trajectory has no steps; record at least one training step.")
         self.trajectory = trajectory
         self.adaptive = nodes == "auto"
-        self.nodes = AUTO_NODES if self.adaptive else check_positive_int(nodes, "nodes")
+        self.nodes = AUTO_NODES[0] if self.adaptive else check_positive_int(nodes, "nodes")
         self.rule = check_choice(rule, "rule", RULES)
         self.rtol = check_positive(rtol, "rtol")
         self.max_depth = check_positive_int(max_depth, "max_depth", minimum=0)
@@ -206,11 +207,9 @@ class ExactPathKernel:
             if output == "log_probs"
             else self._net
         )
-        self.structured = all(
-            r.beta == 0.0 and not r.preconditioned
-            for s in range(trajectory.num_steps)
-            for r in trajectory.step_rules(s)
-        )
+        rules = [r for s in range(trajectory.num_steps) for r in trajectory.step_rules(s)]
+        self.structured = all(r.beta == 0.0 and not r.preconditioned for r in rules)
+        self._has_decay = any(r.l2 != 0.0 or r.decoupled != 0.0 for r in rules)
         self._input_shape = tuple(trajectory.step(0).inputs.shape[1:])
         self._input_float = trajectory.step(0).inputs.is_floating_point()
 
@@ -320,10 +319,13 @@ class ExactPathKernel:
             return d.kernel[0]
         return d.kernel
 
-    def verify(self, x_test: Any) -> VerifyReport:
-        """Compare :meth:`predict` with the network; report errors and the worst step."""
+    def verify(self, x_test: Any, *, attributions: bool = False) -> VerifyReport:
+        """Compare :meth:`predict` with the network; report errors and the worst step.
+
+        With ``attributions=True`` the per-example attributions computed on the way are kept
+        in ``report.details.attributions`` (no second pass needed)."""
         x = self._check_x(x_test)
-        d = self.decompose(x, attributions=False)
+        d = self.decompose(x, attributions=attributions)
         scale = float(d.network.abs().max()) or 1.0
         err = float((d.prediction - d.network).abs().max())
         traj = self.trajectory
@@ -477,23 +479,25 @@ class ExactPathKernel:
             pre = self._preconditioners(rec)
             xb = rec.inputs.to(self.dtype) if self._input_float else rec.inputs
             c = rec.output_grads.to(self.dtype)
-            train = self._factors(self._net, xb, w0, cotangents=c)
-            e = {k: v.sum(0)[0] / rec.batch_size for k, v in train.to_dense_dict().items()}
+            e = vjp(self._net, xb, c / rec.batch_size, weights=w0, params=self._names)
             E = forward_update(rec.rules, self._group_of, buf_e, e, pre)
             Wd = self._weight_decay_update(rec, w0, buf_w, pre)
             R = {k: delta[k] - E[k] - Wd[k] for k in self._names}
-            tangents = {k: torch.stack([delta[k], Wd[k], R[k]]) for k in self._names}
+            rows = [delta, R, Wd] if self._has_decay else [delta, R]
+            tangents = {k: torch.stack([r[k] for r in rows]) for k in self._names}
 
             on_nodes: Callable | None = None
             log: list[tuple[float, float, torch.Tensor]] = []
             if self.structured:
+                train = self._factors(self._net, xb, w0, cotangents=c)
                 on_nodes = self._structured_step(rec, w0, xb, train, attr, kernel, kernel_steps, s)
             node_log.append(log)
             proj, qres, count, unconv = self._integrate_step(
                 x, w0, delta, f0, f1, scale, tangents, on_nodes, log
             )
-            wd_term += proj[1]
-            res_term += proj[2]
+            res_term += proj[1]
+            if self._has_decay:
+                wd_term += proj[2]
             quad += qres
             step_res[s] = qres.abs().max() if qres.numel() else 0.0
             evals[s] = count
@@ -587,7 +591,8 @@ class ExactPathKernel:
 
         Each (interval, points) pair is integrated with the rule; points whose residual
         ``f(w(b)) - f(w(a)) - quadrature`` exceeds ``scale * max(rtol * length, noise)`` are
-        re-integrated on both halves (``nodes="auto"``), down to ``max_depth``. Accepted nodes
+        re-integrated (``nodes="auto"``): with more nodes, then on both halves, down to
+        ``max_depth``. Accepted nodes
         go to ``on_nodes(points, [(t, q, factors)])`` and to ``log`` as ``(t, q, points)``.
         Returns the projections ``[M, T, O]``, the quadrature residual ``[T, O]``, the number
         of evaluations and of unconverged points.
@@ -599,7 +604,7 @@ class ExactPathKernel:
         noise = 64 * torch.finfo(self.dtype).eps
         ends: dict[float, torch.Tensor] = {0.0: f0, 1.0: f1}
         evaluations, unconverged = 0, 0
-        pending = [(DyadicInterval(0, 0), torch.arange(t_n))]
+        pending = [(DyadicInterval(0, 0), torch.arange(t_n), self.nodes)]
 
         def point(t: float) -> Tensors:
             return {k: w0[k] + t * delta[k] for k in self._names}
@@ -615,11 +620,11 @@ class ExactPathKernel:
 
         while pending:
             nxt = []
-            for iv, pts in pending:
+            for iv, pts, n_nodes in pending:
                 xs = x[pts]
                 est = torch.zeros(m, pts.numel(), o, dtype=self.dtype)
                 node_facs = []
-                for t, q in rule_nodes(self.rule, self.nodes, iv.a, iv.b):
+                for t, q in rule_nodes(self.rule, n_nodes, iv.a, iv.b):
                     fac = self._factors(self._view, xs, point(t))
                     est += q * dense_dot(tangents, fac)
                     node_facs.append((t, q, fac))
@@ -643,7 +648,10 @@ class ExactPathKernel:
                     log.extend((t, q, sel) for t, q, _ in accepted)
                 if bool(bad.any()):
                     rest = pts[bad]
-                    nxt.extend((child, rest) for child in iv.children())
+                    if n_nodes < AUTO_NODES[-1]:  # first more nodes on the same interval
+                        nxt.append((iv, rest, AUTO_NODES[-1]))
+                    else:
+                        nxt.extend((child, rest, n_nodes) for child in iv.children())
             pending = nxt
         return proj, qres, evaluations, unconverged
 
