@@ -40,6 +40,11 @@ def batched_grad(
     where possible, else a loop of K backward passes."""
     if not y.requires_grad:  # y does not depend on any input
         return [None] * len(inputs)
+    if grad_outputs.shape[0] == 1:  # one column: a plain backward, no vmap machinery
+        grads = torch.autograd.grad(
+            y, inputs, grad_outputs[0], allow_unused=True, retain_graph=retain_graph
+        )
+        return [None if g is None else g[None] for g in grads]
     try:
         return list(
             torch.autograd.grad(
