@@ -79,8 +79,11 @@ class OuterSite:
                 m = self.cot.new_zeros(n, r, self.din, dout)
                 idx = ids[:, None, :, None].expand(n, r, ids.shape[1], dout)
                 m.scatter_add_(2, idx, self.cot[:, :, :, 0, :])
-            else:  # [N, R, G, o, T] @ [N, 1, G, T, d]: the weight layout, no permute copy
-                m = torch.matmul(self.cot.permute(0, 1, 3, 4, 2), self.inp.transpose(1, 2)[:, None])
+            else:  # per (example, group): [(R o), T] @ [T, d], one batched product
+                t, g, d = self.inp.shape[1:]
+                lhs = self.cot.permute(0, 3, 1, 4, 2).reshape(n * g, r * dout, t)
+                rhs = self.inp.transpose(1, 2).reshape(n * g, t, d)
+                m = torch.bmm(lhs, rhs).view(n, g, r, dout, d).transpose(1, 2)
             out[self.weight] = _scaled(m, self.w_scale).reshape(n, r, *self.w_shape)
         if self.bias is not None:
             out[self.bias] = _scaled(self.cot.sum(2), self.b_scale).reshape(n, r, *self.b_shape)
