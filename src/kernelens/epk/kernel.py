@@ -49,9 +49,11 @@ __all__ = ["OUTPUTS", "ExactPathKernel", "PathDecomposition", "VerifyReport"]
 
 #: Output views: the model's outputs, or their log-softmax (cross-entropy only).
 OUTPUTS = ("logits", "log_probs")
-#: ``nodes="auto"``: Gauss-Legendre with 2 nodes on [0, 1]; where the residual is too large,
-#: 4 nodes; then bisection with 4 nodes per half.
-AUTO_NODES = (2, 4)
+#: ``nodes="auto"``: Gauss-Legendre on [0, 1] with 2, then 4, then 8 nodes where the residual
+#: is too large (spectral convergence for smooth paths); then bisection with 4 nodes per half
+#: (for kinks, where more nodes do not help).
+AUTO_NODES = (2, 4, 8)
+AUTO_BISECT_NODES = 4
 
 Tensors = dict[str, torch.Tensor]
 
@@ -129,6 +131,16 @@ def _log_softmax_view(model: nn.Module) -> nn.Module:
     return model
 
 
+def _next_start(start: int, needed: int, headroom: float) -> int:
+    """The first rule for the next step (consecutive steps are alike): the largest rule this
+    step needed on [0, 1], or one rule fewer if the first rule met the tolerance with four
+    orders of magnitude to spare (halving the nodes costs about that much accuracy)."""
+    rung = AUTO_NODES.index(needed)
+    if needed == start and headroom < 1e-4:
+        rung = max(rung - 1, 0)
+    return AUTO_NODES[rung]
+
+
 def _factor_bytes(fac: Any) -> int:
     """Bytes per example held by a Factors object (its sites and dense blocks)."""
     total = sum(s.bytes_per_example() for s in fac.sites)
@@ -142,7 +154,7 @@ class ExactPathKernel:
     Args:
         trajectory: a recorded :class:`Trajectory` (its ``model`` must be the architecture
             it was recorded with).
-        nodes: ``"auto"`` for adaptive Gauss-Legendre (2 nodes on [0, 1], then 4 where the
+        nodes: ``"auto"`` for adaptive Gauss-Legendre (2, 4, then 8 nodes on [0, 1] where the
             exact residual exceeds the tolerance, then bisection with 4 nodes per half), or
             an int for a fixed rule on [0, 1] without refinement.
         rule: ``"gauss-legendre"`` or ``"midpoint"`` (the public EPK code's rule; for
@@ -319,13 +331,19 @@ class ExactPathKernel:
             return d.kernel[0]
         return d.kernel
 
-    def verify(self, x_test: Any, *, attributions: bool = False) -> VerifyReport:
+    def verify(
+        self,
+        x_test: Any,
+        *,
+        attributions: bool = False,
+        kernel_steps: str | list[int] | None = None,
+    ) -> VerifyReport:
         """Compare :meth:`predict` with the network; report errors and the worst step.
 
-        With ``attributions=True`` the per-example attributions computed on the way are kept
-        in ``report.details.attributions`` (no second pass needed)."""
+        ``attributions`` and ``kernel_steps`` are passed to :meth:`decompose`, whose result is
+        kept in ``report.details`` (so one pass gives the check and the explanation)."""
         x = self._check_x(x_test)
-        d = self.decompose(x, attributions=attributions)
+        d = self.decompose(x, attributions=attributions, kernel_steps=kernel_steps)
         scale = float(d.network.abs().max()) or 1.0
         err = float((d.prediction - d.network).abs().max())
         traj = self.trajectory
@@ -471,6 +489,7 @@ class ExactPathKernel:
         buf_w: Tensors = {}
         w0, f0 = w_first, initial
         unconverged = 0
+        start = self.nodes
         for s in progress(range(S), desc="epk steps", enable=self.show_progress):
             rec = traj.step(s)
             w1 = self._weights(s + 1)
@@ -492,9 +511,10 @@ class ExactPathKernel:
                 train = self._factors(self._net, xb, w0, cotangents=c)
                 on_nodes = self._structured_step(rec, w0, xb, train, attr, kernel, kernel_steps, s)
             node_log.append(log)
-            proj, qres, count, unconv = self._integrate_step(
-                x, w0, delta, f0, f1, scale, tangents, on_nodes, log
+            proj, qres, count, unconv, next_start = self._integrate_step(
+                x, w0, delta, f0, f1, scale, tangents, on_nodes, log, start
             )
+            start = next_start
             res_term += proj[1]
             if self._has_decay:
                 wd_term += proj[2]
@@ -586,7 +606,8 @@ class ExactPathKernel:
         tangents: Tensors,
         on_nodes: Callable | None,
         log: list,
-    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        start_nodes: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
         """Quadrature of ``<gbar_s(x), v>`` for the stacked tangents ``v`` (row 0 = Delta_s).
 
         Each (interval, points) pair is integrated with the rule; points whose residual
@@ -594,8 +615,9 @@ class ExactPathKernel:
         re-integrated (``nodes="auto"``): with more nodes, then on both halves, down to
         ``max_depth``. Accepted nodes
         go to ``on_nodes(points, [(t, q, factors)])`` and to ``log`` as ``(t, q, points)``.
-        Returns the projections ``[M, T, O]``, the quadrature residual ``[T, O]``, the number
-        of evaluations and of unconverged points.
+        Starts with ``start_nodes`` on [0, 1]. Returns the projections ``[M, T, O]``, the
+        quadrature residual ``[T, O]``, the numbers of evaluations and of unconverged points,
+        and the rule to start the next step with (:func:`_next_start`).
         """
         t_n, o = f0.shape
         m = next(iter(tangents.values())).shape[0]
@@ -604,7 +626,9 @@ class ExactPathKernel:
         noise = 64 * torch.finfo(self.dtype).eps
         ends: dict[float, torch.Tensor] = {0.0: f0, 1.0: f1}
         evaluations, unconverged = 0, 0
-        pending = [(DyadicInterval(0, 0), torch.arange(t_n), self.nodes)]
+        pending = [(DyadicInterval(0, 0), torch.arange(t_n), start_nodes)]
+        needed = start_nodes  # the largest level-0 rule any point needed
+        headroom = 0.0  # max error / tolerance of the points accepted with the first rule
 
         def point(t: float) -> Tensors:
             return {k: w0[k] + t * delta[k] for k in self._names}
@@ -637,6 +661,8 @@ class ExactPathKernel:
                     unconverged += int(bad.sum())
                     bad = torch.zeros_like(bad)
                 ok = torch.nonzero(~bad)[:, 0]
+                if iv.level == 0 and n_nodes == start_nodes and ok.numel():
+                    headroom = max(headroom, float((err[ok] / tol[ok]).max()))
                 if ok.numel():
                     sel = pts[ok]
                     proj[:, sel] += est[:, ok]
@@ -648,12 +674,15 @@ class ExactPathKernel:
                     log.extend((t, q, sel) for t, q, _ in accepted)
                 if bool(bad.any()):
                     rest = pts[bad]
-                    if n_nodes < AUTO_NODES[-1]:  # first more nodes on the same interval
-                        nxt.append((iv, rest, AUTO_NODES[-1]))
+                    if iv.level == 0 and n_nodes < AUTO_NODES[-1]:  # more nodes first
+                        nxt.append((iv, rest, AUTO_NODES[AUTO_NODES.index(n_nodes) + 1]))
                     else:
-                        nxt.extend((child, rest, n_nodes) for child in iv.children())
+                        nxt.extend((child, rest, AUTO_BISECT_NODES) for child in iv.children())
+                    if iv.level == 0:
+                        needed = max(needed, nxt[-1][2] if nxt[-1][0] == iv else AUTO_NODES[-1])
             pending = nxt
-        return proj, qres, evaluations, unconverged
+        following = _next_start(start_nodes, needed, headroom) if self.adaptive else start_nodes
+        return proj, qres, evaluations, unconverged, following
 
     def _backward_pass(
         self,

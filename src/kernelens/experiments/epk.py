@@ -100,12 +100,12 @@ def _margin(traj: Trajectory, x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- 1. toy
 def _toy_dataset(name: str, quick: bool, figures: list, rows: list, metrics: dict) -> None:
-    n, epochs = (120, 6) if quick else (400, 30)
+    n, epochs = (120, 4) if quick else (400, 30)
     data, traj = _toy_run(name, n, epochs)
     epk = ExactPathKernel(traj, output="log_probs")
     Xtr, ytr = data.X_train, data.y_train
     x_test = data.X_test[: 20 if quick else 60]
-    rep = epk.verify(x_test, attributions=True)
+    rep = epk.verify(x_test, attributions=True, kernel_steps="sum")  # one pass for everything
     d = rep.details
     scale = float(d.network.abs().max())
     attr = d.attributions  # [T, N, 2]
@@ -119,7 +119,7 @@ def _toy_dataset(name: str, quick: bool, figures: list, rows: list, metrics: dic
     m_test = _margin(traj, x_test)
     probe_idx = [int((pred == 0).nonzero()[0]), int((pred == 1).nonzero()[0]), int(m_test.argmin())]
     probes = x_test[probe_idx]
-    K = epk.kernel(probes)  # [3, N, 2, 2]
+    K = d.kernel[probe_idx]  # [3, N, 2, 2]
     Kp = K[torch.arange(3), :, pred[probe_idx]]  # [3, N, 2]: row = predicted class
     values = Kp.gather(2, ytr[None, :, None].expand(3, -1, 1))[:, :, 0]  # [3, N]: K[.., y_i]
     rhos = []
@@ -210,7 +210,7 @@ def _cnn(seed: int = 0) -> nn.Module:
 @register("epk_fashion_mnist", title="EPK: a small CNN on Fashion-MNIST", area="epk")
 @_single_threaded
 def epk_fashion_mnist(quick: bool = True) -> Result:
-    n_train, n_test, epochs, gp_train = (256, 60, 5, 60) if quick else (2000, 400, 5, 300)
+    n_train, n_test, epochs, gp_train = (256, 40, 3, 30) if quick else (2000, 400, 5, 300)
     data = fashion_mnist(n_train, n_test, dtype=DTYPE)
     model = _cnn()
     t0 = time.perf_counter()
@@ -252,7 +252,7 @@ def epk_fashion_mnist(quick: bool = True) -> Result:
     x_eval = data.X_test[:n_test]
     out = _network(traj, x_eval)
     correct = (out.argmax(1) == data.y_test[:n_test]).numpy()
-    var = epk.predictive_variance(x_eval, train_indices=list(range(gp_train)))
+    var = epk.predictive_variance(x_eval, train_indices=list(range(gp_train)), nodes=1)
     v_pred = var[torch.arange(n_test), out.argmax(1)].numpy()
     auroc = float(roc_auc_score(~correct, v_pred)) if 0 < correct.sum() < n_test else float("nan")
     fig2, ax = plt.subplots(figsize=(5, 3.5))
@@ -331,7 +331,7 @@ def _checkpoint_attributions(
 @register("epk_tracin", title="EPK vs TracIn-style checkpoint attributions", area="epk")
 @_single_threaded
 def epk_tracin(quick: bool = True) -> Result:
-    n, epochs = (120, 6) if quick else (400, 30)
+    n, epochs = (120, 4) if quick else (400, 30)
     data, traj = _toy_run("two moons", n, epochs)
     x = data.X_test[: 20 if quick else 60]
     epk = ExactPathKernel(traj, output="log_probs")
@@ -407,7 +407,7 @@ def epk_tracin(quick: bool = True) -> Result:
 @register("epk_optimizers", title="EPK: SGD vs momentum vs Adam paths", area="epk")
 @_single_threaded
 def epk_optimizers(quick: bool = True) -> Result:
-    n, epochs = (120, 6) if quick else (400, 30)
+    n, epochs = (120, 4) if quick else (400, 30)
     names = ["sgd", "momentum", "adam"]
     runs = {o: _toy_run("two moons", n, epochs, optimizer=o) for o in names}
     data = runs["sgd"][0]
