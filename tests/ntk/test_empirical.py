@@ -208,5 +208,9 @@ def test_explain_reports_every_group():
     covered = {n for g in plan.groups for n in g.names}
     assert covered == {n for n, _ in model.named_parameters()}
     assert plan.total_flops > 0
+    for g in plan.groups:
+        if g.method == "structured" and g.alternatives:  # auto picks the cheaper form
+            assert g.flops == pytest.approx(min(g.alternatives.values()))
+    assert "explicit: per-example block" in text
     plan = explain(model, x1, method="jacobian")
     assert [g.method for g in plan.groups] == ["jacobian"]

@@ -42,7 +42,10 @@ FORMS = {
 
 @dataclass
 class GroupPlan:
-    """How one parameter group's NTK block is computed, and its estimated cost."""
+    """How one parameter group's NTK block is computed, and its estimated cost.
+
+    ``flops`` and ``memory`` are estimates for the whole call; ``alternatives`` maps each
+    candidate form to its estimated FLOPs (the plan picks the cheapest allowed one)."""
 
     module: str
     kind: str
@@ -109,6 +112,8 @@ class NTKPlan:
             if k == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines.append(f"total est. {self.total_flops / 1e9:.3g} GFLOP")
+        for form in dict.fromkeys(g.form for g in self.groups):
+            lines.append(f"  {form}: {FORMS[form]}")
         return "\n".join(lines)
 
     __repr__ = __str__
