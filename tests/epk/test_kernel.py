@@ -105,6 +105,15 @@ def test_tiles_and_disk_streaming_give_the_same_numbers(train, x_test, tmp_path)
         torch.testing.assert_close(
             getattr(tiled, name), getattr(full, name), rtol=1e-13, atol=1e-15
         )
+    summed_only = ExactPathKernel(traj).decompose(x_test, attributions=False)
+    assert summed_only.attributions is None
+    torch.testing.assert_close(summed_only.prediction, full.prediction, rtol=1e-13, atol=1e-15)
+    structured = ExactPathKernel(train("sgd_wd"))
+    with_attr = structured.decompose(x_test)
+    torch.testing.assert_close(
+        structured.predict(x_test), with_attr.prediction, rtol=1e-13, atol=1e-15
+    )
+    torch.testing.assert_close(with_attr.attributions.sum(1), with_attr.example_total)
 
 
 def test_float32_training(tanh_mlp, toy_data, x_test):

@@ -471,7 +471,7 @@ class ExactPathKernel:
         traj = self.trajectory
         S, n, o, t_n = traj.num_steps, traj.num_examples, traj.num_outputs, x.shape[0]
         zeros = lambda *shape: torch.zeros(*shape, dtype=self.dtype)  # noqa: E731
-        attr = zeros(t_n, n, o) if (want_attr or self.structured) else None
+        attr = zeros(t_n, n, o) if want_attr else None
         example_total = zeros(t_n, o)
         wd_term, res_term, quad = zeros(t_n, o), zeros(t_n, o), zeros(t_n, o)
         step_res, evals = zeros(S), torch.zeros(S, dtype=torch.int64)
@@ -509,7 +509,9 @@ class ExactPathKernel:
             log: list[tuple[float, float, torch.Tensor]] = []
             if self.structured:
                 train = self._factors(self._net, xb, w0, cotangents=c)
-                on_nodes = self._structured_step(rec, w0, xb, train, attr, kernel, kernel_steps, s)
+                on_nodes = self._structured_step(
+                    rec, w0, xb, train, attr, example_total, kernel, kernel_steps, s
+                )
             node_log.append(log)
             proj, qres, count, unconv, next_start = self._integrate_step(
                 x, w0, delta, f0, f1, scale, tangents, on_nodes, log, start
@@ -526,8 +528,6 @@ class ExactPathKernel:
 
         if not self.structured:
             self._backward_pass(x, node_log, attr, example_total, kernel, kernel_steps)
-        else:
-            example_total = attr.sum(1)
         return PathDecomposition(
             initial=initial,
             network=network,
@@ -569,7 +569,8 @@ class ExactPathKernel:
         w0: Tensors,
         xb: torch.Tensor,
         train: Any,
-        attr: torch.Tensor,
+        attr: torch.Tensor | None,
+        example_total: torch.Tensor,
         kernel: torch.Tensor | None,
         kernel_steps: str | list[int] | None,
         s: int,
@@ -587,8 +588,10 @@ class ExactPathKernel:
 
         def on_nodes(pts: torch.Tensor, nodes: list) -> None:
             for _, q, fac in nodes:
-                a = contract(fac, train)[:, :, :, 0]  # [P, O, b]
-                attr[pts] = attr[pts].index_add(1, idx, (-q / b) * a.transpose(1, 2))
+                a = (-q / b) * contract(fac, train)[:, :, :, 0].transpose(1, 2)  # [P, b, O]
+                example_total[pts] += a.sum(1)
+                if attr is not None:
+                    attr[pts] = attr[pts].index_add(1, idx, a)
                 if jac is not None:
                     k = contract(fac, jac).transpose(1, 2)  # [P, b, O, O]
                     kernel[slot, pts] = kernel[slot, pts].index_add(1, idx, (q / b) * k)
