@@ -243,8 +243,9 @@ def _drop_section(title: str) -> None:
     start = text.find(head)
     if start < 0:
         return
-    end = text.find("\n### ", start + len(head))
-    BENCHMARKS_MD.write_text(text[:start] + (text[end:] if end >= 0 else "\n"))
+    ends = [i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i >= 0]
+    end = min(ends) if ends else len(text)
+    BENCHMARKS_MD.write_text(text[:start] + text[end:])
 
 
 def main() -> None:
