@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._progress import progress
 from .._validation import as_tensor, check_positive_int
+from ._agop_gram import gram_route_agop, gram_route_cost, gram_route_fits
 from .machine import KernelMachine
 
 __all__ = ["agop"]
@@ -138,9 +139,16 @@ def machine_agop(
     show_progress: bool | None = None,
 ) -> torch.Tensor:
     """AGOP of a kernel machine at the mapped points ``U = X S [m, r]`` -> ``[d, d]`` or
-    ``[d]``: accumulated in ``u`` coordinates, mapped back with ``S (.) S^T``."""
+    ``[d]``: accumulated in ``u`` coordinates, mapped back with ``S (.) S^T``.
+
+    Two exact routes: the gradients in tiles (cost ``~ m n c r + m c r^2``), or, for Laplace
+    and Gaussian machines with many outputs ``c`` and many coordinates ``r``, the "Gram
+    route" of :mod:`kernelens.rfm._agop_gram` (``~ m n^2 + n^2 r + (m + n) r^2``), whichever
+    is cheaper and fits the memory budget.
+    """
     m = U.shape[0]
-    rows = machine.gradient_tile_rows(m, memory_budget)
+    n, c = machine.coef.shape
+    r = machine.factor.rank
     factor = machine.factor
     diag_only = diagonal and factor.index is not None
 
@@ -150,6 +158,24 @@ def machine_agop(
         full = factor.pull_back(G)
         return full.diagonal().clone() if diagonal else full
 
+    direct, gram = gram_route_cost(m, n, c, r)
+    if (
+        machine.kernel in ("laplace", "gaussian")
+        and gram < direct
+        and gram_route_fits(n, U.dtype, memory_budget)
+    ):
+        total, grad_sum = gram_route_agop(
+            machine.kernel,
+            machine.bandwidth,
+            U,
+            machine.centres,
+            machine.coef,
+            diagonal=diag_only,
+            memory_budget=memory_budget,
+        )
+        return pull_back(_finish(total, grad_sum, m, centering=centering, diagonal=diag_only))
+
+    rows = machine.gradient_tile_rows(m, memory_budget)
     return _accumulate(
         (U[i : i + rows] for i in range(0, m, rows)),
         lambda Ub: machine.u_gradients(Ub, memory_budget=memory_budget),
@@ -160,6 +186,18 @@ def machine_agop(
         pull_back=pull_back,
         show_progress=show_progress,
     )
+
+
+def _finish(
+    total: torch.Tensor, grad_sum: torch.Tensor, m: int, *, centering: bool, diagonal: bool
+) -> torch.Tensor:
+    """Mean outer product from the sum ``total`` of ``g g^T`` (or ``g * g``) and the gradient
+    sums ``[c, r]``; centred on the mean gradient of each output when ``centering``."""
+    acc = total / m
+    if centering:
+        mean = grad_sum / m
+        acc = acc - ((mean * mean).sum(dim=0) if diagonal else mean.T @ mean)
+    return acc
 
 
 def _accumulate(
@@ -176,17 +214,15 @@ def _accumulate(
     """Mean of ``g g^T`` (or ``g * g`` when ``diagonal``) over the ``m`` rows' gradients
     ``[b, c, r]`` of every batch, summed over outputs."""
     acc: torch.Tensor | float = 0.0
-    mean: torch.Tensor | float = 0.0
+    grad_sum: torch.Tensor | float = 0.0
     for Xb in progress(batches, total=total, desc="AGOP", enable=show_progress):
         G = gradients(Xb)  # [b, c, r]
         flat = G.reshape(-1, G.shape[-1])
         acc = acc + ((flat * flat).sum(dim=0) if diagonal else flat.T @ flat)
-        mean = mean + G.sum(dim=0)  # [c, r]
-    acc = torch.as_tensor(acc) / m
-    if centering:
-        mean = mean / m
-        acc = acc - ((mean * mean).sum(dim=0) if diagonal else mean.T @ mean)
-    out = acc if pull_back is None else pull_back(acc)
-    if not diagonal and pull_back is None:
-        out = (out + out.T) / 2
-    return out
+        grad_sum = grad_sum + G.sum(dim=0)  # [c, r]
+    out = _finish(
+        torch.as_tensor(acc), torch.as_tensor(grad_sum), m, centering=centering, diagonal=diagonal
+    )
+    if pull_back is not None:
+        return pull_back(out)
+    return out if diagonal else (out + out.T) / 2
