@@ -212,5 +212,8 @@ def test_explain_reports_every_group():
         if g.method == "structured" and g.alternatives:  # auto picks the cheaper form
             assert g.flops == pytest.approx(min(g.alternatives.values()))
     assert "explicit: per-example block" in text
+    tied = explain(*make("tied")[:2])
+    assert {g.form for g in tied.groups if "(tied)" in g.kind} == {"explicit"}
+    assert {g.module for g in tied.groups if "(tied)" in g.kind} == {"emb", "dec"}
     plan = explain(model, x1, method="jacobian")
     assert [g.method for g in plan.groups] == ["jacobian"]

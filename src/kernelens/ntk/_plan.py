@@ -399,8 +399,15 @@ def make_plan(
     groups: list[GroupPlan] = []
     explicit: set[str] = set()
     ex_bytes, pair_bytes = 0.0, es * rr
+    owners: dict[str, int] = {}
+    for h in handlers:
+        for nm in h.roles.values():
+            owners[nm] = owners.get(nm, 0) + 1
     for h in handlers:
         kind = type(h.module).__name__
+        tied = any(owners[nm] > 1 for nm in h.roles.values())
+        if tied:  # shared with another layer: made explicit when the factors are assembled
+            kind += " (tied)"
         sites = st.sites.get(h.name, [])
         if not sites:  # explicit blocks (norms, biases only)
             p = sum(math.prod(call.shapes[nm]) for nm in h.roles.values())
@@ -417,7 +424,7 @@ def make_plan(
         fact = next(k for k in forms if k != "explicit")
         choice = fact
         cheaper = forms["explicit"][0] < forms[fact][0]
-        if cheaper and (method == "auto" or fact == "positions"):
+        if tied or (cheaper and (method == "auto" or fact == "positions")):
             choice = "explicit"
         if choice == "explicit":
             explicit.add(h.name)
