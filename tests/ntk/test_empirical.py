@@ -217,3 +217,15 @@ def test_explain_reports_every_group():
     assert {g.module for g in tied.groups if "(tied)" in g.kind} == {"emb", "dec"}
     plan = explain(model, x1, method="jacobian")
     assert [g.method for g in plan.groups] == ["jacobian"]
+
+
+def test_weights_may_override_buffers():
+    model, x1, x2 = make("cnn")
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.bn.running_mean.add_(0.3)
+        other.bn.running_var.mul_(1.5)
+    weights = {"bn.running_mean": other.bn.running_mean, "bn.running_var": other.bn.running_var}
+    for method in METHODS:
+        got = empirical_ntk(model, x1, x2, method=method, weights=weights)
+        assert rel_err(got, reference_ntk(other, x1, x2)) < RTOL
