@@ -175,7 +175,17 @@ def _start_learning(
     return net, target, torch.optim.Adam(groups)
 
 
-def _update(net, target, opt, buffers, filled, rng, cfg: DQNConfig) -> None:
+def _update(
+    net: nn.Module,
+    target: nn.Module,
+    opt: torch.optim.Optimizer,
+    buffers: tuple[torch.Tensor, ...],
+    filled: int,
+    rng: np.random.Generator,
+    cfg: DQNConfig,
+) -> None:
+    """One double-DQN step on a minibatch drawn from the first ``filled`` transitions of
+    ``buffers = (states, actions, rewards, next states, terminated)``."""
     S, A, R, S2, D = buffers
     b = torch.from_numpy(rng.integers(filled, size=cfg.batch_size))
     with torch.no_grad():

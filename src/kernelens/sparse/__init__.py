@@ -15,6 +15,7 @@ from .neighbors import (
     FaissHNSWIndex,
     NeighborIndex,
     TorchExactIndex,
+    import_faiss,
     knn_recall,
     make_index,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "TorchExactIndex",
     "batched_gram",
     "batched_squared_distances",
+    "import_faiss",
     "knn_recall",
     "local_kernel_regression",
     "make_index",
