@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .._validation import as_tensor, check_positive_int
@@ -34,4 +35,10 @@ def median_neighbor_distance(
     gen = torch.Generator().manual_seed(seed)
     sub = torch.randperm(n, generator=gen)[:max_queries].to(points.device)
     d2, _ = make_index(index).build(points).search(points[sub], k + 1)
-    return float(d2[:, k].clamp_min(0).sqrt().median())
+    median = float(np.median(d2[:, k].clamp_min(0).sqrt().cpu().numpy()))
+    if median <= 0.0:
+        raise ValueError(
+            f"the median distance to the {k}-th neighbour is 0: most points have at least {k} "
+            "exact duplicates; deduplicate the points or use a larger k."
+        )
+    return median
