@@ -7,9 +7,21 @@ import os
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 os.environ.setdefault("KERNELENS_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """One BLAS / intra-op thread for the whole run: the tests use many small products, which
+    two threads slow down (synchronisation), dramatically so on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

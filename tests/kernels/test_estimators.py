@@ -78,10 +78,37 @@ def test_krr_accepts_torch_and_returns_torch(data):
     np.testing.assert_allclose(out.numpy(), m.predict(Xt), rtol=1e-12)
 
 
-def test_krr_memory_budget_error(data):
-    X, y, _ = data
-    with pytest.raises(MemoryError, match="memory_budget"):
-        KernelRidge(memory_budget=1000).fit(np.repeat(X, 20, axis=0), np.repeat(y, 20))
+def test_iterative_solvers_match_cholesky(data):
+    X, y, Xt = data
+    exact = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1).fit(X, y)
+    assert exact.route_ == "cholesky"
+    cg = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1, solver="cg", tol=1e-12).fit(X, y)
+    np.testing.assert_allclose(cg.predict(Xt), exact.predict(Xt), rtol=1e-8, atol=1e-9)
+    # "auto" falls back to matrix-free CG when the dense Gram does not fit the budget
+    # (three 400 x 400 float64 matrices exceed the smallest budget, 1 MiB)
+    X4 = np.random.default_rng(2).normal(size=(400, 4))
+    y4 = np.sin(X4[:, 0])
+    auto = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1, memory_budget=1, tol=1e-12)
+    assert auto.fit(X4, y4).route_ == "cg"
+    exact4 = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1).fit(X4, y4)
+    np.testing.assert_allclose(auto.predict(Xt), exact4.predict(Xt), rtol=1e-8, atol=1e-9)
+    K = np.exp(-(cdist(X, X) ** 2) / (2 * 1.5**2))
+    pre = KernelRidge("precomputed", alpha=0.1, solver="cg", tol=1e-12).fit(K, y)
+    np.testing.assert_allclose(pre.dual_coef_, exact.dual_coef_, rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match="solver='eigenpro' needs kernel evaluations"):
+        KernelRidge("precomputed", solver="eigenpro").fit(K, y)
+
+
+def test_classifier_iterative_temperature_uses_exact_loo_subsample():
+    g = np.random.default_rng(1)
+    X = g.normal(size=(400, 3))
+    labels = (X[:, 0] + 0.5 * g.normal(size=400) > 0).astype(int)
+    exact = KernelClassifier("gaussian", bandwidth=1.5, alpha=0.1).fit(X, labels)
+    cg = KernelClassifier("gaussian", bandwidth=1.5, alpha=0.1, solver="cg", tol=1e-12)
+    cg.fit(X, labels)
+    np.testing.assert_allclose(cg.decision_function(X), exact.decision_function(X), rtol=1e-7)
+    # 256 exact LOO points instead of all 400: the same temperature up to sampling noise
+    assert abs(np.log(cg.temperature_ / exact.temperature_)) < 0.25
 
 
 @pytest.mark.parametrize(

@@ -99,15 +99,19 @@ class Kernel(ABC):
         *,
         memory_budget: int | None = None,
     ) -> LinearOperator:
-        """``K(X1, X2)`` as a matrix-free :class:`LinearOperator` (symmetric when X2 is None)."""
+        """``K(X1, X2)`` as a matrix-free :class:`LinearOperator` (symmetric when X2 is None).
+
+        Its products draw no progress bar of their own: iterative solvers that call them many
+        times show one bar for their iterations instead.
+        """
         X1, X2 = self._check_pair(X1, X2)
         Xb = X1 if X2 is None else X2
 
         def mm(V: torch.Tensor) -> torch.Tensor:
-            return self.matvec(X1, X2, V, memory_budget=memory_budget)
+            return self.matvec(X1, X2, V, memory_budget=memory_budget, show_progress=False)
 
         def rmm(U: torch.Tensor) -> torch.Tensor:
-            return self.matvec(Xb, X1, U, memory_budget=memory_budget)
+            return self.matvec(Xb, X1, U, memory_budget=memory_budget, show_progress=False)
 
         return LinearOperator(
             (X1.shape[0], Xb.shape[0]),

@@ -13,13 +13,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_choice
-from ..linalg import jittered_cholesky
+from ..linalg import conjugate_gradient, jittered_cholesky, solve_kernel_system
 from .base import Kernel
 from .sklearn_base import KernelEstimatorMixin, wrap_like
 
 __all__ = ["KernelClassifier", "KernelRidge"]
 
-SOLVERS = ("auto", "cholesky")
+SOLVERS = ("auto", "cholesky", "cg", "eigenpro")
+#: Training points whose exact leave-one-out scores calibrate the classifier's temperature
+#: when an iterative solver is used (one block CG solve with this many right-hand sides).
+LOO_CALIBRATION_POINTS = 256
 
 
 class KernelRidge(RegressorMixin, KernelEstimatorMixin):
@@ -32,8 +35,12 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
         bandwidth: kernel bandwidth ``L`` for named kernels that have one.
         alpha: ridge ``>= 0`` (0 interpolates; jitter is added if the Gram is singular).
         kernel_params: extra constructor arguments of a named kernel (e.g. ``{"M": M}``).
-        solver: ``"cholesky"`` (dense Gram) or ``"auto"`` (the same while the Gram fits the
-            memory budget, else an error that says how large ``n`` may be).
+        solver: ``"cholesky"`` (dense Gram, exact), ``"cg"`` (matrix-free conjugate
+            gradients on the tiled Gram with an EigenPro preconditioner, see
+            :func:`kernelens.linalg.solve_kernel_system`), ``"eigenpro"`` (EigenPro
+            iteration), or ``"auto"``: Cholesky while three ``n x n`` matrices fit the memory
+            budget, else CG. ``precomputed`` Grams support ``"auto"``, ``"cholesky"``, ``"cg"``.
+        tol: relative residual target of the iterative solvers (None: their dtype default).
         dtype: ``"float64"`` (default) or ``"float32"`` for the computation.
         memory_budget: bytes for Grams and tiles (default: a quarter of free RAM).
 
@@ -51,6 +58,7 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
         alpha: float = 1.0,
         kernel_params: dict[str, Any] | None = None,
         solver: str = "auto",
+        tol: float | None = None,
         dtype: str = "float64",
         memory_budget: int | None = None,
     ) -> None:
@@ -59,36 +67,62 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
         self.alpha = alpha
         self.kernel_params = kernel_params
         self.solver = solver
+        self.tol = tol
         self.dtype = dtype
         self.memory_budget = memory_budget
 
     # -- fitting ------------------------------------------------------------------------------
-    def _solve(self, K: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Solve ``(K + alpha I) C = Y``; return ``(C, L)`` with ``L`` the Cholesky factor."""
-        alpha = self._check_regularisation(self.alpha, "alpha")
-        check_choice(self.solver, "solver", SOLVERS)
-        n = K.shape[0]
-        if not self._dense_fits(n):
-            raise MemoryError(
-                f"the {n} x {n} Gram does not fit memory_budget={self.memory_budget}; raise "
-                "memory_budget or subsample (iterative solvers: kernelens.rfm / kernelens.linalg)."
+    def _route(self, n: int) -> str:
+        """The solver actually used for ``n`` training points."""
+        solver = check_choice(self.solver, "solver", SOLVERS)
+        if self.kernel_ is None and solver == "eigenpro":
+            raise ValueError(
+                "solver='eigenpro' needs kernel evaluations; with kernel='precomputed' use "
+                "'cholesky' or 'cg'."
             )
-        K.diagonal().add_(alpha)  # K is ours and used only here: regularise in place
-        L, _ = jittered_cholesky(K)
-        return torch.cholesky_solve(Y, L), L
+        if solver == "auto":
+            return "cholesky" if self._dense_fits(n) else "cg"
+        return solver
+
+    def _solve_dense(self, K: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """``(K + alpha I)^-1 Y`` by Cholesky, regularising ``K`` in place; keeps the factor."""
+        K.diagonal().add_(self._alpha)
+        self._cholesky, _ = jittered_cholesky(K)
+        return torch.cholesky_solve(Y, self._cholesky)
+
+    def _solve_iterative(self, Y: torch.Tensor) -> torch.Tensor:
+        """``(K + alpha I)^-1 Y`` matrix-free (CG or EigenPro) on the training inputs."""
+        if self.kernel_ is None:
+            A = self.X_fit_ + self._alpha * torch.eye(self.X_fit_.shape[0], dtype=self.X_fit_.dtype)
+            return conjugate_gradient(A, Y, tol=self.tol).x
+        res = solve_kernel_system(
+            self.kernel_,
+            self.X_fit_,
+            Y,
+            shift=self._alpha,
+            method=self.route_,
+            tol=self.tol,
+            memory_budget=self.memory_budget,
+        )
+        return res.x
 
     def _fit_targets(self, X: Any, Y: np.ndarray) -> None:
         """Common fit path on validated ``X`` and 2-D targets ``Y [n, k]``."""
+        self._alpha = self._check_regularisation(self.alpha, "alpha")
         self.kernel_ = self._make_kernel()
         Xt = self._tensor(X)
         if self.kernel_ is None and Xt.shape[0] != Xt.shape[1]:
             raise ValueError(
                 f"kernel='precomputed' needs a square training Gram, got shape {tuple(Xt.shape)}."
             )
-        K = Xt.clone() if self.kernel_ is None else self._gram(Xt)
-        coef, self._cholesky = self._solve(K, self._tensor(Y))
         self.X_fit_ = Xt
-        self._coef2d = coef
+        self.route_ = self._route(Xt.shape[0])
+        self._cholesky = None
+        if self.route_ == "cholesky":
+            K = Xt.clone() if self.kernel_ is None else self._gram(Xt)
+            self._coef2d = self._solve_dense(K, self._tensor(Y))
+        else:
+            self._coef2d = self._solve_iterative(self._tensor(Y))
 
     def fit(self, X: Any, y: Any) -> KernelRidge:
         """Fit on ``X [n, d]`` (numpy or torch) and ``y [n]`` or ``[n, k]``."""
@@ -147,18 +181,33 @@ class KernelClassifier(ClassifierMixin, KernelRidge):
         self.temperature_ = self._fit_temperature(codes)
         return self
 
+    def _inverse_diagonal(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``idx`` and ``diag((K + alpha I)^-1)[idx]``: all rows from the Cholesky
+        factor, or a seeded subsample of rows from one block solve with unit vectors."""
+        n = self.X_fit_.shape[0]
+        dtype = self._coef2d.dtype
+        if self._cholesky is not None:
+            Linv = torch.linalg.solve_triangular(
+                self._cholesky, torch.eye(n, dtype=dtype), upper=False
+            )
+            return torch.arange(n), (Linv * Linv).sum(dim=0)
+        m = min(n, LOO_CALIBRATION_POINTS)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:m]
+        E = torch.zeros(n, m, dtype=dtype)
+        E[idx, torch.arange(m)] = 1.0
+        Z = self._solve_iterative(E)
+        return idx, Z[idx, torch.arange(m)]
+
     def _fit_temperature(self, codes: np.ndarray) -> float:
-        """Temperature minimising the NLL of the leave-one-out scores."""
-        n = self._cholesky.shape[0]
+        """Temperature minimising the NLL of the (exact) leave-one-out scores."""
+        n = self.X_fit_.shape[0]
         if n < 2 or len(self.classes_) < 2:
             return 1.0
-        Linv = torch.linalg.solve_triangular(
-            self._cholesky, torch.eye(n, dtype=self._cholesky.dtype), upper=False
-        )
-        inv_diag = (Linv * Linv).sum(dim=0)
+        rows, inv_diag = self._inverse_diagonal()
+        codes = codes[rows.numpy()]
         Y = torch.as_tensor(np.eye(len(self.classes_))[codes], dtype=self._coef2d.dtype)
-        loo = (Y - self._coef2d / inv_diag[:, None]).numpy()
-        idx = np.arange(n)
+        loo = (Y - self._coef2d[rows] / inv_diag[:, None]).numpy()
+        idx = np.arange(len(rows))
 
         def nll(log_t: float) -> float:
             z = loo / np.exp(log_t)
