@@ -586,15 +586,26 @@ class ExactPathKernel:
             jac = self._factors(self._view, xb, w0).scale_(alphas)
         idx = rec.indices
 
+        t_n = example_total.shape[0]
+
+        def rows(values: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+            """``values`` for the points ``pts`` as rows of all ``t_n`` points (zeros elsewhere),
+            so the scatter over examples is one in-place index_add_."""
+            if pts.numel() == t_n:
+                return values
+            out = values.new_zeros(t_n, *values.shape[1:])
+            out[pts] = values
+            return out
+
         def on_nodes(pts: torch.Tensor, nodes: list) -> None:
             for _, q, fac in nodes:
                 a = (-q / b) * contract(fac, train)[:, :, :, 0].transpose(1, 2)  # [P, b, O]
                 example_total[pts] += a.sum(1)
                 if attr is not None:
-                    attr[pts] = attr[pts].index_add(1, idx, a)
+                    attr.index_add_(1, idx, rows(a, pts))
                 if jac is not None:
-                    k = contract(fac, jac).transpose(1, 2)  # [P, b, O, O]
-                    kernel[slot, pts] = kernel[slot, pts].index_add(1, idx, (q / b) * k)
+                    k = (q / b) * contract(fac, jac).transpose(1, 2)  # [P, b, O, O]
+                    kernel[slot].index_add_(1, idx, rows(k, pts))
 
         return on_nodes
 
