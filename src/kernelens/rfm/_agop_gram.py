@@ -43,6 +43,7 @@ def gram_route_agop(
     A: torch.Tensor,
     *,
     diagonal: bool,
+    weights: torch.Tensor | None = None,
     memory_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum_{q,j} g_qj g_qj^T, sum_q g_q)`` for a Laplace or Gaussian machine.
@@ -54,6 +55,7 @@ def gram_route_agop(
         U: centres ``[n, r]``.
         A: coefficients ``[n, c]``.
         diagonal: return only the diagonal ``[r]`` of the first sum.
+        weights: the weights ``w(Uq, U) [m, n]`` if already known.
         memory_budget: bytes; the query tiles' ``[rows, n]`` temporaries use half of it.
 
     Returns:
@@ -73,7 +75,10 @@ def gram_route_agop(
     colsum = Uq.new_zeros(n)
     for q0 in range(0, m, rows):
         Ut = Uq[q0 : q0 + rows]
-        W = _weights(kind, Ut, U, bandwidth)  # [t, n]
+        if weights is None:
+            W = _weights(kind, Ut, U, bandwidth)  # [t, n]
+        else:
+            W = weights[q0 : q0 + rows]
         s = W @ A  # [t, c]
         s2 = (s * s).sum(dim=1)  # [t]
         WB = W * (s @ A.T)  # [t, n]

@@ -36,14 +36,36 @@ GRADIENT_KERNELS = ("laplace", "gaussian", "product_laplace")
 ZERO_DISTANCE = 1e-10
 
 
+def distances(kind: str, Uq: torch.Tensor, Uc: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+    """What the radial kernel ``kind`` depends on: ``||u - v||`` (Laplace) or ``||u - v||^2``
+    (Gaussian), ``[m, nb]``; ``same=True`` when ``Uc`` is ``Uq`` (exact zero diagonal)."""
+    if kind == "laplace":
+        return euclidean_distances(Uq, Uc, same=same)
+    return squared_distances(Uq, Uc, same=same)
+
+
+def kernel_from_distances(kind: str, D: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """``k`` from :func:`distances` (a new tensor)."""
+    scale = bandwidth if kind == "laplace" else 2.0 * bandwidth**2
+    return torch.exp(D * (-1.0 / scale))
+
+
+def weights_from_gram(
+    kind: str, K: torch.Tensor, D: torch.Tensor, bandwidth: float
+) -> torch.Tensor:
+    """``w = phi'(r) / r`` from the kernel values ``K`` and :func:`distances` ``D``, in place
+    on ``K``. Values on coincident pairs (``r = 0``, e.g. a regularised diagonal) do not
+    matter: they multiply ``u - u_i = 0``, and for Laplace they are set to 0."""
+    if kind == "laplace":
+        zero = D <= ZERO_DISTANCE * bandwidth
+        return K.div_(D).mul_(-1.0 / bandwidth).masked_fill_(zero, 0.0)
+    return K.mul_(-1.0 / bandwidth**2)
+
+
 def _weights(kind: str, Uq: torch.Tensor, Uc: torch.Tensor, bandwidth: float) -> torch.Tensor:
     """``w(u_q, u_i) [m, nb]`` for the radial kernels."""
-    if kind == "laplace":
-        D = euclidean_distances(Uq, Uc)
-        W = torch.exp(-D / bandwidth).div_(D).mul_(-1.0 / bandwidth)
-        return W.masked_fill_(D <= ZERO_DISTANCE * bandwidth, 0.0)
-    D2 = squared_distances(Uq, Uc)
-    return D2.mul_(-0.5 / bandwidth**2).exp_().mul_(-1.0 / bandwidth**2)
+    D = distances(kind, Uq, Uc)
+    return weights_from_gram(kind, kernel_from_distances(kind, D, bandwidth), D, bandwidth)
 
 
 def machine_gradients(
@@ -53,6 +75,7 @@ def machine_gradients(
     U: torch.Tensor,
     coef: torch.Tensor,
     *,
+    weights: torch.Tensor | None = None,
     memory_budget: int | None = None,
 ) -> torch.Tensor:
     """Gradients of every output of ``f(u) = k(u, U) @ coef`` at the query points.
@@ -63,6 +86,7 @@ def machine_gradients(
         Uq: query points ``[m, r]``.
         U: centres ``[n, r]``.
         coef: coefficients ``[n, c]``.
+        weights: the weights ``w(Uq, U) [m, n]`` if already known (radial kernels).
         memory_budget: bytes for the temporaries of one tile of centres.
 
     Returns:
@@ -90,7 +114,10 @@ def machine_gradients(
             K = torch.exp(diff.abs().sum(dim=2).mul_(-1.0 / bandwidth))
             out -= torch.einsum("qi,ic,qir->qcr", K, A, diff.sign_()) / bandwidth
             continue
-        W = _weights(kind, Uq, Uc, bandwidth)
+        if weights is None:
+            W = _weights(kind, Uq, Uc, bandwidth)
+        else:
+            W = weights[:, c0 : c0 + step]
         WA = W @ A  # [m, c]
         AU = (A[:, :, None] * Uc[:, None, :]).reshape(len(Uc), c * r)
         out += WA[:, :, None] * Uq[:, None, :]

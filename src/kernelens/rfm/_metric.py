@@ -17,27 +17,10 @@ import torch
 __all__ = ["MetricFactor", "metric_update"]
 
 
-def metric_update(G: torch.Tensor, *, power: float = 1.0) -> torch.Tensor | None:
-    """The next RFM metric from an AGOP: ``G^power`` scaled to a largest diagonal entry of 1.
-
-    Args:
-        G: the AGOP ``[d, d]``, or its diagonal ``[d]`` (then the metric is ``diag(G^power)``).
-        power: exponent (``1`` is the RFM of Radhakrishnan et al.; ``1/2`` the square root
-            used in later AGOP work); a matrix power through the eigendecomposition, with
-            round-off negative eigenvalues clipped to 0.
-
-    Returns:
-        ``[d, d]``, or None when ``G`` is zero (a constant predictor has no features).
-    """
-    if G.ndim == 1:
-        g = G.clamp_min(0.0) ** power
-        top = float(g.max())
-        return torch.diag(g / top) if top > 0 else None
-    if power != 1.0:
-        w, V = torch.linalg.eigh((G + G.T) / 2)
-        G = (V * w.clamp_min(0.0) ** power) @ V.T
-    top = float(G.diagonal().max())
-    return G / top if top > 0 else None
+def _support(M: torch.Tensor) -> torch.Tensor:
+    """Coordinates with ``M_jj > 0``: a PSD matrix is zero on the rows and columns of the
+    others, so they are left out exactly (unused features stay exactly unused)."""
+    return torch.nonzero(M.diagonal() > 0).flatten()
 
 
 @dataclass(frozen=True)
@@ -66,6 +49,38 @@ class MetricFactor:
         return cls(d, torch.ones(d, dtype=dtype), torch.arange(d))
 
     @classmethod
+    def from_diagonal(cls, m: torch.Tensor) -> MetricFactor:
+        """``M = diag(m)`` for ``m [d] >= 0``: keeps the coordinates with ``m_j`` above
+        round-off (``d * eps * max m``)."""
+        m = m.clamp_min(0.0)
+        top = float(m.max()) if m.numel() else 0.0
+        keep = m > len(m) * torch.finfo(m.dtype).eps * top if top > 0 else m > 0
+        index = torch.nonzero(keep).flatten()
+        return cls(len(m), m[index].sqrt(), index)
+
+    @classmethod
+    def from_eigh(
+        cls,
+        d: int,
+        support: torch.Tensor,
+        w: torch.Tensor,
+        V: torch.Tensor,
+        *,
+        symmetric_root: bool,
+    ) -> MetricFactor:
+        """The factor of ``M`` given the eigenpairs ``(w, V)`` of ``M`` restricted to the
+        coordinates ``support`` (zero elsewhere)."""
+        top = float(w.max()) if w.numel() else 0.0
+        if symmetric_root:
+            root = torch.zeros(d, d, dtype=V.dtype, device=V.device)
+            root[support[:, None], support[None, :]] = (V * w.clamp_min(0.0).sqrt()) @ V.T
+            return cls(d, root if top > 0 else root[:, :0])
+        keep = w > d * torch.finfo(w.dtype).eps * max(top, 0.0)
+        S = torch.zeros(d, int(keep.sum()), dtype=V.dtype, device=V.device)
+        S[support] = V[:, keep] * w[keep].sqrt()
+        return cls(d, S)
+
+    @classmethod
     def from_matrix(cls, M: torch.Tensor, *, diagonal: bool, symmetric_root: bool) -> MetricFactor:
         """Factor a symmetric PSD ``M [d, d]``.
 
@@ -77,27 +92,12 @@ class MetricFactor:
                 rotation invariant (product-Laplace, an L1 norm of ``u``) need it, since for
                 them ``S`` and ``S Q`` (``Q`` orthogonal) give different kernels.
         """
-        d = M.shape[0]
-        eps = torch.finfo(M.dtype).eps
         if diagonal:
-            m = M.diagonal().clamp_min(0.0)
-            keep = m > d * eps * float(m.max()) if bool((m > 0).any()) else m > 0
-            index = torch.nonzero(keep).flatten()
-            return cls(d, m[index].sqrt(), index)
-        # a PSD matrix with M_jj = 0 has row and column j zero: factor the support only, so
-        # unused coordinates stay exactly unused
-        support = torch.nonzero(M.diagonal() > 0).flatten()
+            return cls.from_diagonal(M.diagonal())
+        support = _support(M)
         Ms = M[support][:, support]
         w, V = torch.linalg.eigh((Ms + Ms.T) / 2)
-        top = float(w.max()) if w.numel() else 0.0
-        keep = w > d * eps * max(top, 0.0)
-        if symmetric_root:
-            root = torch.zeros(d, d, dtype=M.dtype, device=M.device)
-            root[support[:, None], support[None, :]] = (V * w.clamp_min(0.0).sqrt()) @ V.T
-            return cls(d, root if top > 0 else root[:, :0])
-        S = torch.zeros(d, int(keep.sum()), dtype=M.dtype, device=M.device)
-        S[support] = V[:, keep] * w[keep].sqrt()
-        return cls(d, S)
+        return cls.from_eigh(M.shape[0], support, w, V, symmetric_root=symmetric_root)
 
     def apply(self, X: torch.Tensor) -> torch.Tensor:
         """``U = X S``: ``X [n, d]`` -> ``[n, r]``."""
@@ -129,3 +129,46 @@ class MetricFactor:
         r = self.rank
         eye = torch.eye(r, dtype=self.scale.dtype, device=self.scale.device)
         return self.pull_back(eye)
+
+
+def metric_update(
+    G: torch.Tensor, *, power: float = 1.0, symmetric_root: bool = False
+) -> tuple[torch.Tensor, MetricFactor] | None:
+    """The next RFM metric from an AGOP, and its factor, from one eigendecomposition.
+
+    ``M = G^power / lambda_max(G^power)``: the matrix power (negative round-off eigenvalues
+    clipped to 0) scaled so that its largest eigenvalue is 1. The scaling keeps the kernel at
+    its bandwidth's scale along the most important direction, and unlike the largest
+    diagonal entry (xRFM's choice, equal to it when ``M`` is diagonal) it does not depend on
+    the coordinate system, so full-metric RFM is exactly rotation-equivariant.
+
+    Args:
+        G: the AGOP ``[d, d]``, or its diagonal ``[d]`` (then ``M`` is diagonal).
+        power: exponent (``1``: Radhakrishnan et al.; ``1/2``: the square root used in later
+            AGOP work).
+        symmetric_root: see :meth:`MetricFactor.from_matrix`.
+
+    Returns:
+        ``(M [d, d], factor)``, or None when ``G`` is zero (a constant predictor).
+    """
+    if G.ndim == 1:
+        g = G.clamp_min(0.0) ** power
+        top = float(g.max())
+        if not top > 0:
+            return None
+        return torch.diag(g / top), MetricFactor.from_diagonal(g / top)
+    d = G.shape[0]
+    support = _support(G)
+    Gs = G[support][:, support]
+    w, V = torch.linalg.eigh((Gs + Gs.T) / 2)
+    w = w.clamp_min(0.0) ** power
+    top = float(w.max()) if w.numel() else 0.0
+    if not top > 0:
+        return None
+    w = w / top
+    if power == 1.0:
+        M = (G + G.T) / (2 * top)
+    else:
+        M = torch.zeros_like(G)
+        M[support[:, None], support[None, :]] = (V * w) @ V.T
+    return M, MetricFactor.from_eigh(d, support, w, V, symmetric_root=symmetric_root)

@@ -1,7 +1,9 @@
 """Solving the kernel ridge system ``(K + reg I) coef = Y`` of one RFM iteration.
 
-A thin layer over :func:`kernelens.linalg.solve_kernel_system` that picks the route for the
-RFM estimators and returns the fitted values the iteration's history needs.
+The dense route (:func:`solve_dense`) factors the Gram itself so that the pairwise distances
+it computes also give the AGOP weights at the training points (one distance pass per RFM
+iteration instead of two); the iterative routes go through
+:func:`kernelens.linalg.solve_kernel_system`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import torch
 
 from .._memory import element_size, resolve_memory_budget
 from ..kernels import Kernel
-from ..linalg import solve_kernel_system
+from ..linalg import jittered_cholesky, solve_kernel_system
+from ._gradients import distances, kernel_from_distances, weights_from_gram
 
-__all__ = ["SOLVERS", "Solution", "resolve_solver", "solve"]
+__all__ = ["SOLVERS", "Solution", "resolve_solver", "solve", "solve_dense"]
 
 #: Solver names accepted by the RFM estimators.
 SOLVERS = ("auto", "cholesky", "cg", "eigenpro")
@@ -83,3 +86,29 @@ def solve(
     # (K + reg I) coef = Y - residual, so K coef = Y - reg coef up to the residual
     fitted = Y - reg * res.x
     return Solution(res.x, fitted, res.method, res.converged, res.iterations)
+
+
+def solve_dense(
+    kind: str, kernel: Kernel, U: torch.Tensor, Y: torch.Tensor, reg: float
+) -> tuple[Solution, torch.Tensor | None]:
+    """Cholesky solve of ``(k(U, U) + reg I) coef = Y``.
+
+    Returns:
+        The solution, and for the Laplace and Gaussian kernels the AGOP weights
+        ``w(u_i, u_j) [n, n]`` from the same distances (None for product-Laplace). Peak
+        memory: three ``n x n`` matrices.
+    """
+    D = None
+    if kind in ("laplace", "gaussian"):
+        D = distances(kind, U, U, same=True)
+        K = kernel_from_distances(kind, D, kernel.bandwidth)
+    else:
+        K = kernel(U)
+    K.diagonal().add_(reg)
+    L, jitter = jittered_cholesky(K)
+    coef = torch.cholesky_solve(Y, L)
+    del L
+    # (K + (reg + jitter) I) coef = Y, so K coef = Y - (reg + jitter) coef exactly
+    sol = Solution(coef, Y - (reg + jitter) * coef, "cholesky", True, 0)
+    W = None if D is None else weights_from_gram(kind, K, D, kernel.bandwidth)
+    return sol, W

@@ -135,11 +135,14 @@ def machine_agop(
     *,
     centering: bool = False,
     diagonal: bool = False,
+    weights: torch.Tensor | None = None,
     memory_budget: int | None = None,
     show_progress: bool | None = None,
 ) -> torch.Tensor:
     """AGOP of a kernel machine at the mapped points ``U = X S [m, r]`` -> ``[d, d]`` or
-    ``[d]``: accumulated in ``u`` coordinates, mapped back with ``S (.) S^T``.
+    ``[d]``: accumulated in ``u`` coordinates, mapped back with ``S (.) S^T``. ``weights``
+    are ``w(U, centres) [m, n]`` when the caller has them (Laplace and Gaussian machines;
+    see :mod:`kernelens.rfm._gradients`), which saves recomputing the distances.
 
     Two exact routes: the gradients in tiles (cost ``~ m n c r + m c r^2``), or, for Laplace
     and Gaussian machines with many outputs ``c`` and many coordinates ``r``, the "Gram
@@ -171,14 +174,20 @@ def machine_agop(
             machine.centres,
             machine.coef,
             diagonal=diag_only,
+            weights=weights,
             memory_budget=memory_budget,
         )
         return pull_back(_finish(total, grad_sum, m, centering=centering, diagonal=diag_only))
 
     rows = machine.gradient_tile_rows(m, memory_budget)
+
+    def tile_gradients(i: int) -> torch.Tensor:
+        W = None if weights is None else weights[i : i + rows]
+        return machine.u_gradients(U[i : i + rows], weights=W, memory_budget=memory_budget)
+
     return _accumulate(
-        (U[i : i + rows] for i in range(0, m, rows)),
-        lambda Ub: machine.u_gradients(Ub, memory_budget=memory_budget),
+        range(0, m, rows),
+        tile_gradients,
         m,
         total=-(-m // rows),
         centering=centering,
@@ -201,8 +210,8 @@ def _finish(
 
 
 def _accumulate(
-    batches: Iterable[torch.Tensor],
-    gradients: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[Any],
+    gradients: Callable[[Any], torch.Tensor],
     m: int,
     *,
     total: int,

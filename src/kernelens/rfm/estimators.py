@@ -5,7 +5,8 @@ An RFM (Radhakrishnan et al., Science 2024) alternates two steps, starting from 
 1. kernel ridge regression with ``k_M(x, z) = exp(-||x - z||_M / L)``:
    ``(K_M + reg I) coef = y``, ``f(x) = k_M(x, X) coef``;
 2. ``M <- AGOP(f, X) = (1/n) sum_i grad f(x_i) grad f(x_i)^T``, rescaled so that its largest
-   diagonal entry is 1 (the kernel then keeps its bandwidth's scale; as in xRFM).
+   eigenvalue is 1 (the kernel then keeps its bandwidth's scale along the most important
+   direction; see :func:`kernelens.rfm._metric.metric_update`).
 
 ``iters`` counts the metric updates, so ``iters + 1`` kernel solves run; the model of the last
 one (or, with ``early_stopping``, of the iteration with the lowest validation error) is kept.
@@ -37,7 +38,7 @@ from .._validation import (
 from ..kernels.sklearn_base import DTYPES, to_numpy, wrap_like
 from ._gradients import GRADIENT_KERNELS
 from ._metric import MetricFactor, metric_update
-from ._solve import SOLVERS, Solution, resolve_solver, solve
+from ._solve import SOLVERS, Solution, resolve_solver, solve, solve_dense
 from .agop import machine_agop
 from .machine import KernelMachine, base_kernel
 
@@ -167,7 +168,7 @@ class _RFMBase(BaseEstimator):
         best: tuple[tuple[float, float], KernelMachine, int] | None = None
         steps = progress(range(self.iters + 1), desc="RFM", enable=self.show_progress)
         for t in steps:
-            machine, sol = self._solve(M, factor, X, Y, intercept, method, coef, seed)
+            machine, sol, W = self._solve(M, factor, X, Y, intercept, method, coef, seed)
             coef = machine.coef
             record: dict[str, Any] = {
                 "iteration": t,
@@ -187,9 +188,16 @@ class _RFMBase(BaseEstimator):
             if t == self.iters:
                 break
             U = machine.centres if agop_rows is None else machine.centres[agop_rows]
-            G = machine_agop(machine, U, diagonal=diagonal, memory_budget=self.memory_budget)
-            M_next = metric_update(G, power=self.agop_power)
-            if M_next is None:
+            if W is not None and agop_rows is not None:
+                W = W[agop_rows]
+            G = machine_agop(
+                machine, U, diagonal=diagonal, weights=W, memory_budget=self.memory_budget
+            )
+            del W
+            update = metric_update(
+                G, power=self.agop_power, symmetric_root=kind == "product_laplace"
+            )
+            if update is None:
                 warnings.warn(
                     f"the AGOP vanished at iteration {t} (the fitted function is constant on "
                     "the training data); M is kept and the iterations stop.",
@@ -197,10 +205,7 @@ class _RFMBase(BaseEstimator):
                     stacklevel=4,
                 )
                 break
-            M = M_next
-            factor = MetricFactor.from_matrix(
-                M, diagonal=diagonal, symmetric_root=kind == "product_laplace"
-            )
+            M, factor = update
         self.solver_ = method
         if best is not None:
             self.best_iter_ = best[2]
@@ -218,27 +223,33 @@ class _RFMBase(BaseEstimator):
         method: str,
         x0: torch.Tensor | None,
         seed: int,
-    ) -> tuple[KernelMachine, Solution]:
+    ) -> tuple[KernelMachine, Solution, torch.Tensor | None]:
         """Kernel ridge regression of ``Y - intercept`` with metric ``M`` (warm-started at
-        ``x0`` by the iterative solvers): the machine and the solver's solution."""
+        ``x0`` by the iterative solvers): the machine, the solver's solution and, from the
+        dense route, the AGOP weights at the training points (see :func:`solve_dense`)."""
         U = factor.apply(X)
-        sol = solve(
-            base_kernel(self.kernel, self.bandwidth),
-            U,
-            Y - intercept,
-            self.reg,
-            method,
-            x0=x0,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            seed=seed,
-            memory_budget=self.memory_budget,
-            show_progress=self.show_progress,
-        )
+        kern = base_kernel(self.kernel, self.bandwidth)
+        W = None
+        if method == "cholesky":
+            sol, W = solve_dense(self.kernel, kern, U, Y - intercept, self.reg)
+        else:
+            sol = solve(
+                kern,
+                U,
+                Y - intercept,
+                self.reg,
+                method,
+                x0=x0,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                seed=seed,
+                memory_budget=self.memory_budget,
+                show_progress=self.show_progress,
+            )
         machine = KernelMachine(
             self.kernel, float(self.bandwidth), M, factor, U, sol.coef, intercept
         )
-        return machine, sol
+        return machine, sol, W
 
     def _fit_targets(self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None) -> None:
         """Run RFM on ``X [n, d]``, ``Y [n, c]`` (numpy); set the fitted attributes."""
@@ -255,7 +266,7 @@ class _RFMBase(BaseEstimator):
             # refit the coefficients on all the data with the kept metric
             intercept = Yt.mean(dim=0) if self.centering else machine.intercept
             method = resolve_solver(self.solver, len(Xt), Xt.dtype, self.memory_budget)
-            machine, _ = self._solve(
+            machine, _, _ = self._solve(
                 machine.M, machine.factor, Xt, Yt, intercept, method, None, seed
             )
         self.machine_ = machine

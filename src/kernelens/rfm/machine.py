@@ -111,10 +111,23 @@ class KernelMachine:
             return out
         return G @ self.factor.scale.to(G.dtype).T
 
-    def u_gradients(self, U: torch.Tensor, *, memory_budget: int | None = None) -> torch.Tensor:
-        """Gradients in the mapped coordinates: ``U [m, r]`` -> ``[m, c, r]``."""
+    def u_gradients(
+        self,
+        U: torch.Tensor,
+        *,
+        weights: torch.Tensor | None = None,
+        memory_budget: int | None = None,
+    ) -> torch.Tensor:
+        """Gradients in the mapped coordinates: ``U [m, r]`` -> ``[m, c, r]`` (``weights``:
+        ``w(U, centres) [m, n]`` when already known, see :mod:`kernelens.rfm._gradients`)."""
         return machine_gradients(
-            self.kernel, self.bandwidth, U, self.centres, self.coef, memory_budget=memory_budget
+            self.kernel,
+            self.bandwidth,
+            U,
+            self.centres,
+            self.coef,
+            weights=weights,
+            memory_budget=memory_budget,
         )
 
     def gradient_tile_rows(self, m: int, memory_budget: int | None) -> int:
