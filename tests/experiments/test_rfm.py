@@ -102,7 +102,17 @@ def test_text_helpers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["rfm_scaling", "rfm_text", "rfm_double_descent", "rfm_nfa"])
+@pytest.mark.parametrize(
+    "name", ["rfm_scaling", "rfm_text", "rfm_double_descent", "rfm_nfa", "rfm_defaults"]
+)
 def test_quick_experiments_run(name):
     r = run_experiment(name, quick=True)
     assert r.tables and r.figures and r.metrics and r.summary
+
+
+def test_defaults_sweep_small():
+    from kernelens.experiments.rfm_defaults import defaults_sweep
+
+    rows = defaults_sweep([6], [0], 150, {"iters": [0, 2]})
+    assert [r[1] for r in rows] == ["0", "2"]
+    assert rows[1][3] < rows[0][3]  # feature learning helps on the scaling task
