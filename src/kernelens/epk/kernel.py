@@ -76,7 +76,8 @@ class PathDecomposition:
             ``f(x; w_{s+1}) - f(x; w_s) - (quadrature of <gbar_s(x), Delta_s>)``.
         step_residual: ``[S]`` max over test points and outputs of that per-step residual.
         evaluations: ``[S]`` Jacobian evaluations (test point x node) per step.
-        unconverged: (test point, step) pairs whose refinement stopped at ``max_depth``.
+        unconverged: (test point, interval) pairs accepted above the tolerance (refinement
+            stopped at ``max_depth``, or a fixed rule with ``nodes=int``).
         attributions: ``[T, N, O]`` per-example contributions, or None if not requested.
         kernel: ``[T, N, O, O]`` (summed) or ``[K, T, N, O, O]`` (per step), or None.
     """
@@ -110,7 +111,7 @@ class VerifyReport:
             size relative to ``max |network|``.
         max_abs_error_model_dtype, max_rel_error_model_dtype: against the network evaluated
             in the model's own dtype (for float32 models this includes float32 rounding).
-        unconverged: (test point, step) pairs whose adaptive refinement hit ``max_depth``.
+        unconverged: (test point, interval) pairs accepted above the tolerance.
         evaluations: total Jacobian evaluations (test point x node).
     """
 
