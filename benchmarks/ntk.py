@@ -166,6 +166,63 @@ def full_ntk_rows(name: str, model: nn.Module, x: torch.Tensor, repeats: int) ->
     ]
 
 
+def neural_tangents_rows(model: nn.Module, x: torch.Tensor, ours_seconds: float) -> list[list]:
+    """neural-tangents' empirical NTK (JAX, jit-compiled) of the same MLP and weights.
+
+    Only in the benchmark venv (``make bench-env``); returns no rows when it is missing.
+    Each of its implementations is timed after a compiling warm-up call; one that fails with
+    the installed JAX (structured derivatives needs a JAX older than numpy 2 allows) gets a
+    row saying so.
+    """
+    try:
+        import jax
+        import jax.numpy as jnp
+        import neural_tangents as nt
+    except ImportError:
+        return []
+    layers = [m for m in model if isinstance(m, nn.Linear)]
+    params = [
+        (jnp.asarray(m.weight.detach().numpy().T), jnp.asarray(m.bias.detach().numpy()))
+        for m in layers
+    ]
+
+    def apply_fn(params, xs):
+        h = xs
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return h
+
+    xj = jnp.asarray(x.numpy())
+    ref = empirical_ntk(model.eval(), x).numpy()
+    rows = []
+    for impl in (
+        nt.NtkImplementation.JACOBIAN_CONTRACTION,
+        nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+        nt.NtkImplementation.STRUCTURED_DERIVATIVES,
+    ):
+        fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl))
+        name = f"neural-tangents {impl.name.lower()} (jit)"
+        try:
+            t = time_call(lambda fn=fn: fn(xj, None, params).block_until_ready(), repeats=3)
+        except Exception as exc:  # an incompatibility of the peer with the installed JAX
+            rows.append(["MLP 784-512-512-10", name, "failed", "-", "-", type(exc).__name__])
+            continue
+        err = float(abs(t.value - ref).max() / abs(ref).max())
+        rows.append(
+            [
+                "MLP 784-512-512-10",
+                name,
+                t.median,
+                t.median / ours_seconds,
+                "-",
+                f"{err:.1e}",
+            ]
+        )
+    return rows
+
+
 def _executed_flops(fn) -> float:
     """FLOPs of the matrix products ``fn`` executes (forward, backward, Grams), counted by
     torch's FlopCounterMode in a separate, untimed run."""
@@ -266,6 +323,7 @@ def main() -> None:
     m = mlp()
     x = torch.randn(n, 784)
     rows += full_ntk_rows("MLP 784-512-512-10", m, x, repeats=5)
+    rows += neural_tangents_rows(m, x, ours_seconds=rows[0][2])
     rows += full_ntk_rows("CNN 2 conv + linear, 28x28", CNN(), torch.randn(n, 1, 28, 28), 3)
     ids = torch.randint(0, 64, (n, 16))
     rows += full_ntk_rows("2-layer transformer (d=64, seq 16)", Transformer(), ids, 3)
@@ -310,7 +368,8 @@ def main() -> None:
             "time; torch.matmul float32 reaches "
             f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Other jobs were "
             "running on the 2 shared cores, so absolute times are noisy; ratios come from the "
-            "same process.\n\n"
+            "same process. neural-tangents (JAX 0.4.30, CPU, jit-compiled, timed after a "
+            "compiling call) runs in the benchmark venv, whose torch is the one listed above.\n\n"
             + table1
             + "\n\nTrace NTK [N, N] of MLP 784-w-w-10 (float32, default memory budget), each "
             "point in a fresh process after a warm-up call; peak RSS (VmHWM, reset before the "
