@@ -36,8 +36,8 @@ def test_scaling_variants_rotation():
 
 
 def test_double_descent_curve_small():
-    rows, curves = double_descent_curve([10, 40], [0], 8, 1.0)
-    assert len(rows) == 4 and set(curves) == {"Laplace kernel", "RFM"}
+    rows, curves, stds = double_descent_curve([10, 40], [0], 8, 1.0)
+    assert len(rows) == 4 and set(curves) == set(stds) == {"Laplace kernel", "RFM"}
     assert all(np.isfinite(v) for c in curves.values() for v in c)
 
 
