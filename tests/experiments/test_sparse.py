@@ -48,7 +48,7 @@ def test_approximation_gap_vanishes_at_k_equals_n():
 
 
 def test_augment_gain_small():
-    res = augment_gain(True, epochs=1, n_memory=200, k=8)
+    res = augment_gain(True, epochs=1, n_memory=200, k=8, n_finetune=1000)
     for key in ("original", "fine-tuned", "fine-tuned + SK branch"):
         assert 0.5 < res[key] <= 1.0
     assert math.isclose(res["gain"], res["fine-tuned + SK branch"] - res["fine-tuned"])
