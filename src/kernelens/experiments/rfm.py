@@ -414,7 +414,7 @@ def _nfa_reading(corr: dict[str, float]) -> str:
 def rfm_nfa(quick: bool = True) -> Result:
     """The NFA (Radhakrishnan et al.): a trained network's first-layer Gram tracks the AGOP."""
     n, d = (500, 10) if quick else (1000, 20)
-    steps = 1500 if quick else 4000
+    steps = 1000 if quick else 4000
     corr, mats = nfa_correlations(n, d, steps)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     for ax, (name, A) in zip(axes, mats.items()):
