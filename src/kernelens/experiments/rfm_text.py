@@ -118,9 +118,7 @@ def rfm_text(quick: bool = True) -> Result:
     sizes = [600] if quick else [1000, 2000, 5000, 10000]
     n_test, n_prompts, length = (300, 8, 60) if quick else (2000, 40, 100)
     # quick: a diagonal metric and two updates keep the 3264 x 3264 metric out of the demo
-    rfm_params: dict[str, Any] = (
-        {"M": "diagonal", "iters": 2} if quick else {"agop_samples": 2000, "dtype": "float32"}
-    )
+    rfm_params: dict[str, Any] = {"M": "diagonal", "iters": 2} if quick else {"agop_samples": 2000}
     text = shakespeare_text()
     rows: list[list[Any]] = []
     metrics: dict[str, float] = {}
@@ -176,7 +174,7 @@ def rfm_text(quick: bool = True) -> Result:
         + (
             "Quick mode: one size, RFM with a diagonal metric and 2 updates."
             if quick
-            else "RFM: full metric, 5 updates, AGOP on 2000 points, float32."
+            else "RFM: full metric, 5 updates, AGOP on 2000 points."
         )
     )
     return Result(
