@@ -11,6 +11,7 @@ import datetime as _dt
 import gc
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -87,7 +88,9 @@ def _blas() -> str:
 
 
 def machine_description() -> dict[str, str]:
-    """CPU model, cores, RAM, Python, torch and BLAS versions, torch threads and matmul speed."""
+    """CPU model, cores, RAM, Python, torch and BLAS versions, torch threads, matmul speed and
+    the load average (other processes on the machine skew absolute times, not same-run
+    ratios)."""
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
@@ -110,6 +113,7 @@ def machine_description() -> dict[str, str]:
         "blas": _blas(),
         "matmul float32 GFLOP/s": f"{matmul_gflops(dtype=torch.float32):.1f}",
         "matmul float64 GFLOP/s": f"{matmul_gflops(dtype=torch.float64):.1f}",
+        "load average at start (1/5/15 min)": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
 
 
@@ -126,12 +130,26 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def _without_section(text: str, heading: str) -> str:
+    """``text`` without the section that starts with the line ``heading`` (up to the next
+    Markdown heading of level 1 to 3)."""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return text
+    body_start = start + len(heading) + 2
+    nxt = re.search(r"^#{1,3} ", text[body_start:], flags=re.M)
+    return text[:start] + ("\n" + text[body_start + nxt.start() :] if nxt else "\n")
+
+
 def record(title: str, body: str, *, machine: dict[str, str] | None = None) -> None:
-    """Append a section ``title`` with ``body`` and the machine description to BENCHMARKS.md."""
+    """Write the section ``### title`` (``body`` and the machine description) to
+    BENCHMARKS.md, replacing an earlier run's section of the same title; atomic."""
     machine = machine or machine_description()
     desc = "; ".join(f"{k}: {v}" for k, v in machine.items())
-    text = f"\n### {title}\n\n_Machine_: {desc}\n\n{body}\n"
+    heading = f"### {title}"
+    text = f"\n{heading}\n\n_Machine_: {desc}\n\n{body.strip()}\n"
     existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    existing = _without_section(existing, heading)
     tmp = BENCHMARKS_MD.with_suffix(".md.tmp")
     tmp.write_text(existing.rstrip("\n") + "\n" + text)
     os.replace(tmp, BENCHMARKS_MD)

@@ -26,7 +26,6 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from benchmarks.harness import (
-    BENCHMARKS_MD,
     machine_description,
     markdown_table,
     matmul_gflops,
@@ -291,20 +290,6 @@ def trace_rows(points: list[tuple[int, int]]) -> list[list]:
 TITLE = "ntk: empirical NTK vs torch.func recipes"
 
 
-def _drop_section(title: str) -> None:
-    """Remove an earlier run's section ``### title`` from BENCHMARKS.md (ours only)."""
-    if not BENCHMARKS_MD.exists():
-        return
-    text = BENCHMARKS_MD.read_text()
-    head = f"\n### {title}\n"
-    start = text.find(head)
-    if start < 0:
-        return
-    ends = [i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i >= 0]
-    end = min(ends) if ends else len(text)
-    BENCHMARKS_MD.write_text(text[:start] + text[end:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="append the tables to BENCHMARKS.md")
@@ -366,16 +351,14 @@ def main() -> None:
             "and output). GFLOP/s = FLOPs of the matrix products kernelens executes (forward, "
             "backward, Grams; counted by torch's FlopCounterMode in an untimed run) over its "
             "time; torch.matmul float32 reaches "
-            f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Other jobs were "
-            "running on the 2 shared cores, so absolute times are noisy; ratios come from the "
-            "same process. neural-tangents (JAX 0.4.30, CPU, jit-compiled, timed after a "
+            f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Ratios come "
+            "from the same process. neural-tangents (JAX 0.4.30, CPU, jit-compiled, timed after a "
             "compiling call) runs in the benchmark venv, whose torch is the one listed above.\n\n"
             + table1
             + "\n\nTrace NTK [N, N] of MLP 784-w-w-10 (float32, default memory budget), each "
             "point in a fresh process after a warm-up call; peak RSS (VmHWM, reset before the "
             "call) includes the interpreter, torch and the N x N result:\n\n" + table2
         )
-        _drop_section(TITLE)
         record(TITLE, body, machine=machine)
 
 

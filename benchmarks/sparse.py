@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.harness import BENCHMARKS_MD, machine_description, markdown_table, time_call
+from benchmarks.harness import markdown_table, record, time_call
 
 D, K, C, N_QUERIES = 64, 32, 10, 1000
-SECTION = "## sparse"
+TITLE = "sparse: SK layer and neighbour search vs number of centers"
 
 
 def _data(n: int, kind: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,19 +144,6 @@ def _growth(rows: list[list[object]], label: str, col: int) -> float:
     return pts[-1][1] / pts[0][1]
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) the ``## sparse`` section of BENCHMARKS.md, atomically."""
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start >= 0:  # the section ends at the next heading of any other entry
-        nxt = re.search(r"\n#{1,3} ", text[start + len(SECTION) :])
-        text = text[:start] + (text[start + len(SECTION) + nxt.start() + 1 :] if nxt else "")
-    text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + body.strip() + "\n"
-    tmp = Path(str(BENCHMARKS_MD) + ".sparse.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, BENCHMARKS_MD)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="n up to 20k only")
@@ -169,17 +154,10 @@ def main() -> None:
         print(json.dumps(run_one(json.loads(args.one))))
         return
     sizes = [1000, 5000, 20000] if args.quick else [1000, 5000, 10000, 20000, 50000, 200000]
-    load = os.getloadavg()
     layer_rows = bench_layer(sizes, krr_max=10000)
     search_rows = bench_search(sizes, isotropic_n=sizes[-1] if args.quick else 50000)
     hnsw = next(r for r in layer_rows if r[0] == sizes[-1] and r[1] == "SK layer, hnsw search")
-    machine = machine_description()
     body = (
-        "_Machine_: "
-        + "; ".join(f"{k}: {v}" for k, v in machine.items())
-        + f". Load average when the run started: {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} on {os.cpu_count()} cores (other jobs were running; figures are "
-        "indicative and may be re-run on a quiet machine).\n\n"
         f"SK layer: k = {K}, Gaussian kernel (bandwidth = median distance to the {K}-th "
         f"neighbour), reg 1e-3, float32, c = {C} outputs, d = {D}, {N_QUERIES} queries, "
         "clustered data. 'build s' is the index build (SK) or the fit (KRR); 'query s' the "
@@ -207,7 +185,7 @@ def main() -> None:
     )
     print(body)
     if args.record:
-        write_section(body)
+        record(TITLE, body)
 
 
 if __name__ == "__main__":
