@@ -1,6 +1,7 @@
 """Classic kernels behind one small interface, and kernel estimators with a scikit-learn API."""
 
 from .base import Kernel
+from .calibration import fit_temperature
 from .classic import (
     GaussianKernel,
     LaplaceKernel,
@@ -29,6 +30,7 @@ __all__ = [
     "PolynomialKernel",
     "ProductLaplaceKernel",
     "euclidean_distances",
+    "fit_temperature",
     "make_kernel",
     "squared_distances",
 ]

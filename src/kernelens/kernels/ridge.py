@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
@@ -15,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import check_choice
 from ..linalg import conjugate_gradient, jittered_cholesky, solve_kernel_system
 from .base import Kernel
+from .calibration import fit_temperature
 from .sklearn_base import KernelEstimatorMixin, wrap_like
 
 __all__ = ["KernelClassifier", "KernelRidge"]
@@ -206,16 +206,7 @@ class KernelClassifier(ClassifierMixin, KernelRidge):
         rows, inv_diag = self._inverse_diagonal()
         codes = codes[rows.numpy()]
         Y = torch.as_tensor(np.eye(len(self.classes_))[codes], dtype=self._coef2d.dtype)
-        loo = (Y - self._coef2d[rows] / inv_diag[:, None]).numpy()
-        idx = np.arange(len(rows))
-
-        def nll(log_t: float) -> float:
-            z = loo / np.exp(log_t)
-            z = z - z.max(axis=1, keepdims=True)
-            return float(-(z[idx, codes] - np.log(np.exp(z).sum(axis=1))).mean())
-
-        res = minimize_scalar(nll, bounds=(-8.0, 8.0), method="bounded")
-        return float(np.exp(res.x))
+        return fit_temperature((Y - self._coef2d[rows] / inv_diag[:, None]).numpy(), codes)
 
     def decision_function(self, X: Any) -> Any:
         """Regression scores ``[m, C]`` (``[m]`` for two classes: score of class 1 minus 0)."""

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
@@ -35,6 +34,7 @@ from .._validation import (
     check_positive,
     check_positive_int,
 )
+from ..kernels.calibration import fit_temperature
 from ..kernels.sklearn_base import DTYPES, to_numpy, wrap_like
 from ._gradients import GRADIENT_KERNELS
 from ._metric import MetricFactor, metric_update
@@ -430,21 +430,3 @@ class RFMClassifier(ClassifierMixin, _RFMBase):
         """The most likely class of each row."""
         best = self._scores(X).argmax(dim=1).cpu().numpy()
         return self.classes_[best]
-
-
-def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> float:
-    """The ``T`` minimising the mean NLL of ``softmax(scores / T)`` for labels ``codes``.
-
-    Args:
-        scores: ``[m, C]`` held-out scores.
-        codes: ``[m]`` integer labels in ``0 .. C-1``.
-    """
-    idx = np.arange(len(codes))
-
-    def nll(log_t: float) -> float:
-        z = scores / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[idx, codes] - np.log(np.exp(z).sum(axis=1))).mean())
-
-    res = minimize_scalar(nll, bounds=(-10.0, 10.0), method="bounded")
-    return float(np.exp(res.x))
