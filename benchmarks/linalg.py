@@ -239,10 +239,6 @@ def main() -> None:
             ("Large-n kernel ridge solve under a 1 GiB budget, float32", bench_large(args.large))
         )
     body = "\n\n".join(f"**{title}**\n\n{table}" for title, table in sections)
-    body += (
-        "\n\nOther agents' jobs shared the 2 CPU cores during this run, so absolute times are "
-        "noisy; iteration counts, errors and ratios measured in one process are the robust part."
-    )
     print(body)
     if args.record:
         record("linalg: eigensolvers, preconditioned kernel solves, trace estimation", body)
