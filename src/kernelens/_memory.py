@@ -3,38 +3,52 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 
 import torch
 
 __all__ = [
-    "available_memory",
+    "DEFAULT_MEMORY_BUDGET",
+    "MEMORY_BUDGET_ENV",
     "default_memory_budget",
     "element_size",
     "resolve_memory_budget",
     "tile_size",
 ]
 
-#: Fraction of currently available RAM used when the caller sets no budget.
-DEFAULT_BUDGET_FRACTION = 0.25
+#: The budget used when the caller sets none: a fixed 2 GiB, so that every choice that depends on
+#: the budget (tile sizes, ``solver="auto"``) depends only on the data and this declared number,
+#: never on how much memory happens to be free at call time.
+DEFAULT_MEMORY_BUDGET = 2 << 30
+#: Environment variable that overrides :data:`DEFAULT_MEMORY_BUDGET` (bytes; suffixes K, M, G).
+MEMORY_BUDGET_ENV = "KERNELENS_MEMORY_BUDGET"
 #: Floor so tiny budgets still make progress (bytes).
 MIN_BUDGET = 1 << 20
 
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
-def available_memory() -> int:
-    """Available RAM in bytes (``MemAvailable`` from /proc/meminfo; 4 GiB if unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+
+def _parse_bytes(text: str) -> int:
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"{MEMORY_BUDGET_ENV}={text!r} is not a positive number of bytes; write for example "
+            f"{MEMORY_BUDGET_ENV}=2147483648 or {MEMORY_BUDGET_ENV}=2G."
+        )
+    return int(float(match.group(1)) * _SUFFIXES[match.group(2)])
 
 
 def default_memory_budget() -> int:
-    """A safe default budget: a quarter of the RAM that is free now."""
-    return max(MIN_BUDGET, int(available_memory() * DEFAULT_BUDGET_FRACTION))
+    """The default budget in bytes: ``$KERNELENS_MEMORY_BUDGET`` if set, else 2 GiB.
+
+    It is read from the environment on every call (so a test or a notebook can change it), but it
+    never depends on the machine's free memory.
+    """
+    text = os.environ.get(MEMORY_BUDGET_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_MEMORY_BUDGET
+    return max(MIN_BUDGET, _parse_bytes(text))
 
 
 def resolve_memory_budget(memory_budget: int | float | None) -> int:

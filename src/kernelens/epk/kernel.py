@@ -167,7 +167,7 @@ class ExactPathKernel:
             ``"log_probs"`` (log-softmax of the outputs; with cross-entropy the loss gradient
             ``-onehot(y)`` is constant, so one kernel machine reproduces them).
         dtype: compute dtype (float64 by default, whatever the model's dtype).
-        memory_budget: bytes for the per-tile working set (None: a quarter of free RAM).
+        memory_budget: bytes for the per-tile working set (None: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         show_progress: progress bar over steps (None: only on a terminal).
     """
 

@@ -42,7 +42,7 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
             budget, else CG. ``precomputed`` Grams support ``"auto"``, ``"cholesky"``, ``"cg"``.
         tol: relative residual target of the iterative solvers (None: their dtype default).
         dtype: ``"float64"`` (default) or ``"float32"`` for the computation.
-        memory_budget: bytes for Grams and tiles (default: a quarter of free RAM).
+        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
 
     Attributes:
         dual_coef_: ``[n]`` or ``[n, k]`` coefficients.

@@ -137,7 +137,7 @@ def eigenpro_solve(
         max_epochs: passes over the data.
         x0: warm start ``[n]`` or ``[n, c]`` (e.g. the previous RFM iteration's solution).
         seed: int, torch.Generator or None: subsample and batch order.
-        memory_budget: bytes for Gram tiles (default: a quarter of free RAM).
+        memory_budget: bytes for Gram tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         callback: ``callback(epoch, alpha, residual_estimate)`` after each epoch.
         warn: warn (:class:`ConvergenceWarning`) when ``tol`` was not reached.
         show_progress: progress bar over epochs (default: on a terminal).

@@ -114,7 +114,7 @@ def solve_kernel_system(
         subsample_size: points used to estimate the top eigenpairs.
         x0: warm start for the iterative routes.
         seed: int, torch.Generator or None.
-        memory_budget: bytes (default: a quarter of free RAM).
+        memory_budget: bytes (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         warn: warn when an iterative route does not converge.
         show_progress: progress bars (default: on a terminal).
 

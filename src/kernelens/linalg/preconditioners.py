@@ -190,7 +190,7 @@ class EigenProPreconditioner(LowRankPreconditioner):
         subsample_size: points used to estimate them (default ``min(n, max(2000, 4 rank))``).
         shift: the ``shift >= 0`` of the system.
         seed: int, torch.Generator or None (the subsample).
-        memory_budget: bytes for Gram tiles (default: a quarter of free RAM).
+        memory_budget: bytes for Gram tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
     """
 
     def __init__(

@@ -120,7 +120,7 @@ def jacobian_factors(
         params: parameters to differentiate (names or Parameters); default all trainable.
         cotangents: ``[N, O]`` (R = 1) or ``[N, O, R]``; None means the identity (R = O).
         method: ``"auto"``, ``"structured"`` or ``"jacobian"`` (explicit per-example rows).
-        memory_budget: bytes for the working set (default: a quarter of free RAM).
+        memory_budget: bytes for the working set (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
 
     Returns:
         :class:`~kernelens.ntk.Factors` with ``n = N``, ``r = R``.
@@ -205,7 +205,7 @@ def empirical_ntk(
             ``"trace"`` -> ``[N1, N2]`` (sum over a = b).
         params: parameters to differentiate (names or Parameter objects); default all
             parameters with ``requires_grad``.
-        memory_budget: bytes for the working set (default: a quarter of free RAM); the
+        memory_budget: bytes for the working set (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET); the
             result itself is not counted.
         weights: parameter values to use instead of the module's (name -> tensor, partial).
 

@@ -323,7 +323,7 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         random_state: seed of the validation split, the AGOP subset and the solvers'
             subsamples.
         dtype: ``"float64"`` (default) or ``"float32"``.
-        memory_budget: bytes for Grams and tiles (default: a quarter of free RAM).
+        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         show_progress: progress bars (default: on a terminal).
 
     Attributes:

@@ -10,7 +10,7 @@ __all__ = ["rows_per_tile"]
 def rows_per_tile(
     n_rows: int, bytes_per_row: int, memory_budget: int | float | None, *, minimum: int = 1
 ) -> int:
-    """:func:`kernelens._memory.tile_size`, answered without reading ``/proc/meminfo`` when
+    """:func:`kernelens._memory.tile_size`, answered without resolving the budget when
     all rows fit the smallest budget any setting can give (small layers call this per step)."""
     if n_rows * bytes_per_row <= MIN_BUDGET:
         return max(minimum, n_rows)

@@ -89,7 +89,7 @@ class SparseKernelLayer(nn.Module):
             :class:`~kernelens.sparse.NeighborIndex` owned by this layer.
         kernel_params: extra constructor arguments of a named kernel (e.g. ``{"M": M}``).
         memory_budget: bytes for a tile of queries (local Grams and temporaries) and for the
-            torch search (default: a quarter of free RAM).
+            torch search (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         feature_batch: centers passed through ``features`` at once when caching their features.
     """
 

@@ -26,7 +26,7 @@ class TorchExactIndex(NeighborIndex):
     neighbour distances. Cost: ``O(B n p)`` time per search, ``O(n p)`` to build (a copy).
 
     Args:
-        memory_budget: bytes a distance tile may use (default: a quarter of free RAM).
+        memory_budget: bytes a distance tile may use (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         show_progress: force the progress bar over query tiles on or off.
     """
 
