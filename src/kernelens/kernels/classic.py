@@ -18,6 +18,11 @@ Note: scikit-learn's ``"laplacian"`` kernel is ``exp(-gamma ||x - z||_1)``, i.e.
 literature.
 
 Bandwidths and ``M`` may be tensors with ``requires_grad=True``: gradients flow to them.
+
+Each kernel's formula lives in one method, applied to the pairwise quantity the kernel depends
+on: ``from_distances(D)`` for the stationary kernels (``D`` as named in the method's
+docstring) and ``from_inner_products(G, d)`` for the linear and polynomial kernels.
+``_gram`` and the batched Grams of :mod:`kernelens.kernels.batched` both call it.
 """
 
 from __future__ import annotations
@@ -73,8 +78,12 @@ class LaplaceKernel(_StationaryKernel):
 
     name = "laplace"
 
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Kernel values from Euclidean distances ``D`` (any shape; may be overwritten)."""
+        return _exp_scaled(D, self.bandwidth)
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(euclidean_distances(X1, X2, same=same), self.bandwidth)
+        return self.from_distances(euclidean_distances(X1, X2, same=same))
 
 
 class GaussianKernel(_StationaryKernel):
@@ -82,8 +91,13 @@ class GaussianKernel(_StationaryKernel):
 
     name = "gaussian"
 
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Kernel values from squared Euclidean distances ``D`` (any shape; may be
+        overwritten)."""
+        return _exp_scaled(D, 2.0 * self.bandwidth**2)
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(squared_distances(X1, X2, same=same), 2.0 * self.bandwidth**2)
+        return self.from_distances(squared_distances(X1, X2, same=same))
 
 
 class ProductLaplaceKernel(_StationaryKernel):
@@ -91,8 +105,12 @@ class ProductLaplaceKernel(_StationaryKernel):
 
     name = "product_laplace"
 
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Kernel values from L1 distances ``D`` (any shape; may be overwritten)."""
+        return _exp_scaled(D, self.bandwidth)
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(torch.cdist(X1, X2, p=1.0), self.bandwidth)
+        return self.from_distances(torch.cdist(X1, X2, p=1.0))
 
 
 class _MahalanobisKernel(_StationaryKernel):
@@ -131,8 +149,13 @@ class MahalanobisLaplaceKernel(_MahalanobisKernel):
 
     name = "mahalanobis_laplace"
 
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Kernel values from Mahalanobis distances ``D = ||x - z||_M`` (any shape; may be
+        overwritten)."""
+        return _exp_scaled(D, self.bandwidth)
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(euclidean_distances(X1, X2, M=self._M(X1), same=same), self.bandwidth)
+        return self.from_distances(euclidean_distances(X1, X2, M=self._M(X1), same=same))
 
 
 class MahalanobisGaussianKernel(_MahalanobisKernel):
@@ -140,9 +163,13 @@ class MahalanobisGaussianKernel(_MahalanobisKernel):
 
     name = "mahalanobis_gaussian"
 
+    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
+        """Kernel values from squared Mahalanobis distances ``D = ||x - z||_M^2`` (any shape;
+        may be overwritten)."""
+        return _exp_scaled(D, 2.0 * self.bandwidth**2)
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        d2 = squared_distances(X1, X2, M=self._M(X1), same=same)
-        return _exp_scaled(d2, 2.0 * self.bandwidth**2)
+        return self.from_distances(squared_distances(X1, X2, M=self._M(X1), same=same))
 
 
 class LinearKernel(Kernel):
@@ -150,8 +177,12 @@ class LinearKernel(Kernel):
 
     name = "linear"
 
+    def from_inner_products(self, G: torch.Tensor, d: int) -> torch.Tensor:
+        """Kernel values from inner products ``G = x . z`` of ``d``-dimensional points."""
+        return G
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return X1 @ X2.T
+        return self.from_inner_products(X1 @ X2.T, X1.shape[1])
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
@@ -168,15 +199,17 @@ class PolynomialKernel(Kernel):
         self.gamma = None if gamma is None else check_positive(gamma, "gamma")
         self.coef0 = check_nonnegative(coef0, "coef0")
 
-    def _g(self, X: torch.Tensor) -> float:
-        return self.gamma if self.gamma is not None else 1.0 / X.shape[1]
+    def from_inner_products(self, G: torch.Tensor, d: int) -> torch.Tensor:
+        """Kernel values from inner products ``G = x . z`` of ``d``-dimensional points."""
+        gamma = self.gamma if self.gamma is not None else 1.0 / d
+        return (gamma * G + self.coef0) ** self.degree
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return (self._g(X1) * (X1 @ X2.T) + self.coef0) ** self.degree
+        return self.from_inner_products(X1 @ X2.T, X1.shape[1])
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
-        return (self._g(X) * (X * X).sum(dim=1) + self.coef0) ** self.degree
+        return self.from_inner_products((X * X).sum(dim=1), X.shape[1])
 
     def _repr_params(self) -> dict[str, object]:
         return {"degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}

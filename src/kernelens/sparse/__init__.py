@@ -5,8 +5,8 @@ centers; its three parameter sets (features, targets, centers) can each be fixed
 Neighbour search backends live in :mod:`kernelens.sparse.neighbors`.
 """
 
+from ..kernels.batched import batched_gram, batched_squared_distances
 from .bandwidth import median_neighbor_distance
-from .batched_gram import batched_gram, batched_squared_distances
 from .layer import SparseKernelLayer
 from .local import local_kernel_regression
 from .neighbors import (

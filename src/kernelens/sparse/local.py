@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..kernels import Kernel
+from ..kernels.batched import batched_gram
 from ..linalg import cholesky_solve
-from .batched_gram import batched_gram
 
 __all__ = ["local_kernel_regression"]
 
