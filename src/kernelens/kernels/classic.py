@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 
-def _bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
+def check_bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
+    """``value`` if it is a positive bandwidth (a tensor keeps its autograd history)."""
     check_positive(value.detach() if isinstance(value, torch.Tensor) else value, "bandwidth")
     return value
 
@@ -62,7 +63,7 @@ class _StationaryKernel(Kernel):
     has_bandwidth = True
 
     def __init__(self, bandwidth: float | torch.Tensor = 1.0) -> None:
-        self.bandwidth = _bandwidth(bandwidth)
+        self.bandwidth = check_bandwidth(bandwidth)
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)

@@ -32,7 +32,9 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
         kernel: a kernel name (see :data:`kernelens.kernels.KERNELS`), a
             :class:`~kernelens.kernels.Kernel`, or ``"precomputed"`` (then ``X`` is the
             ``[n, n]`` training Gram in ``fit`` and ``[m, n]`` test-train Gram in ``predict``).
-        bandwidth: kernel bandwidth ``L`` for named kernels that have one.
+        bandwidth: kernel bandwidth ``L`` (None: 1.0 for named kernels that have one, a
+            :class:`~kernelens.kernels.Kernel`'s own; a number replaces an instance's; see
+            :func:`~kernelens.kernels.resolve_kernel`).
         alpha: ridge ``>= 0`` (0 interpolates; jitter is added if the Gram is singular).
         kernel_params: extra constructor arguments of a named kernel (e.g. ``{"M": M}``).
         solver: ``"cholesky"`` (dense Gram, exact), ``"cg"`` (matrix-free conjugate
@@ -54,7 +56,7 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
         self,
         kernel: str | Kernel = "laplace",
         *,
-        bandwidth: float = 1.0,
+        bandwidth: float | None = None,
         alpha: float = 1.0,
         kernel_params: dict[str, Any] | None = None,
         solver: str = "auto",

@@ -16,9 +16,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import validate_data
 
 from .._memory import element_size, resolve_memory_budget
-from .._validation import check_choice, check_nonnegative, check_positive
+from .._validation import check_choice, check_nonnegative
 from .base import Kernel
-from .registry import KERNELS, make_kernel
+from .registry import KERNELS, resolve_kernel
 
 __all__ = ["KernelEstimatorMixin", "to_numpy", "wrap_like"]
 
@@ -47,7 +47,7 @@ class KernelEstimatorMixin(BaseEstimator):
     """
 
     kernel: str | Kernel
-    bandwidth: float
+    bandwidth: float | None
     kernel_params: dict[str, Any] | None
     dtype: str
     memory_budget: int | None
@@ -59,15 +59,11 @@ class KernelEstimatorMixin(BaseEstimator):
 
     def _make_kernel(self) -> Kernel | None:
         """The kernel object, or None for ``kernel="precomputed"``."""
-        if isinstance(self.kernel, Kernel):
-            return self.kernel
-        if self.kernel == "precomputed":
+        if isinstance(self.kernel, str) and self.kernel == "precomputed":
             return None
-        check_choice(self.kernel, "kernel", [*KERNELS, "precomputed"])
-        params = dict(self.kernel_params or {})
-        if KERNELS[self.kernel].has_bandwidth:
-            params.setdefault("bandwidth", check_positive(self.bandwidth, "bandwidth"))
-        return make_kernel(self.kernel, **params)
+        if isinstance(self.kernel, str):
+            check_choice(self.kernel, "kernel", [*KERNELS, "precomputed"])
+        return resolve_kernel(self.kernel, self.bandwidth, self.kernel_params)
 
     def _validate_X(self, X: Any, *, reset: bool, y: Any = "no_validation", **kw: Any) -> Any:
         """scikit-learn validation of numpy or torch input (returns numpy; ``(X, y)`` when

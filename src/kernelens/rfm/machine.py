@@ -15,22 +15,19 @@ from ..kernels import (
     MahalanobisGaussianKernel,
     MahalanobisLaplaceKernel,
     ProductLaplaceKernel,
+    resolve_kernel,
 )
 from ._gradients import GRADIENT_KERNELS, machine_gradients
 from ._metric import MetricFactor
 
 __all__ = ["KernelMachine", "base_kernel"]
 
-_BASE = {
-    "laplace": LaplaceKernel,
-    "gaussian": GaussianKernel,
-    "product_laplace": ProductLaplaceKernel,
-}
-
 
 def base_kernel(kind: str, bandwidth: float) -> Kernel:
-    """The kernel applied to the mapped inputs ``u = x S`` (see :mod:`kernelens.rfm._metric`)."""
-    return _BASE[check_choice(kind, "kernel", GRADIENT_KERNELS)](bandwidth)
+    """The kernel applied to the mapped inputs ``u = x S`` (see :mod:`kernelens.rfm._metric`):
+    :func:`kernelens.kernels.resolve_kernel` restricted to the kernels with closed-form
+    gradients."""
+    return resolve_kernel(check_choice(kind, "kernel", GRADIENT_KERNELS), bandwidth)
 
 
 @dataclass(frozen=True)
