@@ -46,8 +46,9 @@ def _extra_candidates(k: int) -> int:
 
 def reference_distances(Q: torch.Tensor, P: torch.Tensor, metric: str) -> torch.Tensor:
     """The distances that decide every search: ``Q [b, 1, p]`` against ``P [b or 1, m, p]``
-    -> ``[b, m]``, from the differences (each entry depends only on its own pair of points, so
-    a candidate re-ranking and a full scan give the same value to the bit)."""
+    -> ``[b, m]``, from the differences of the points as given (each entry depends only on its
+    own pair of points, so a candidate re-ranking and a full scan give the same value to the
+    bit, and duplicated or symmetrically placed points tie exactly)."""
     diff = (Q - P).contiguous()
     if metric == "l1":
         return diff.abs().sum(dim=-1)
@@ -105,12 +106,14 @@ class NeighborIndex(ABC):
         self._metric = check_choice(metric, "metric", METRICS)
         # every backend searches the same centred points: the reference distances, and
         # the error bounds of the Gram expansion, are then the same whatever the backend
+        # the reference distances use the points as given (so exact ties, e.g. of points
+        # placed symmetrically about a query, stay exact); the backends search them centred
+        self._points = points
         self._centre = points.mean(dim=0, keepdim=True)
-        self._points = points - self._centre
-        P = self._points
+        P = points - self._centre
         norms = P.abs().sum(dim=1) if self._metric == "l1" else (P * P).sum(dim=1)
-        self._radius = float(norms.max())  # largest L1 norm or squared L2 norm
-        self._build(self._points)
+        self._radius = float(norms.max())  # largest L1 norm or squared L2 norm, centred
+        self._build(P)
         self._n, self._dim = points.shape
         return self
 
@@ -137,7 +140,7 @@ class NeighborIndex(ABC):
         k = check_positive_int(k, "k")
         if k > self._n:
             raise ValueError(f"k={k} exceeds the {self._n} indexed points; use k <= {self._n}.")
-        Q = queries.detach().to(self._points.dtype) - self._centre
+        Q = queries.detach().to(self._points.dtype)
         kc = min(self._n, k + _extra_candidates(k))
         per_row = _DIFF_TEMPORARIES * kc * self._dim * element_size(Q.dtype)
         rows = tile_size(Q.shape[0], per_row, self.memory_budget)
@@ -159,14 +162,15 @@ class NeighborIndex(ABC):
 
     # -- the rule that decides every answer ------------------------------------------------------
     def _search_rows(self, Q: torch.Tensor, k: int, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
-        d_backend, cand = self._search(Q, kc)
+        Qc = Q - self._centre
+        d_backend, cand = self._search(Qc, kc)
         cand = cand.to(device=Q.device, dtype=torch.int64)
         d, idx, n_valid = self._rerank(Q, cand, k)
         redo = n_valid < k  # an approximate backend returned too few candidates
         if self.exact and kc < self._n:
             # non-candidates are at least (backend's kc-th distance - bound) away: if that is
             # beyond the k-th reference distance, the row is proven; else scan all points
-            floor = d_backend[:, -1].to(d.dtype) - self._error_bound(Q)
+            floor = d_backend[:, -1].to(d.dtype) - self._error_bound(Qc)
             redo |= ~(d[:, -1] < floor)
         if bool(redo.any()):
             d[redo], idx[redo] = self._scan(Q[redo], k)
@@ -226,11 +230,13 @@ class NeighborIndex(ABC):
 
     @abstractmethod
     def _build(self, points: torch.Tensor) -> None:
-        """Index the detached, checked, centred ``points [n, p]`` (metric: ``self._metric``)."""
+        """Index the detached, checked ``points [n, p]``, centred on their mean (metric:
+        ``self._metric``)."""
 
     @abstractmethod
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k`` nearest of the centred ``queries [b, p]`` in the backend's arithmetic:
+        """The ``k`` nearest of ``queries [b, p]`` (centred like the points) in the backend's
+        arithmetic:
         ``(dist [b, k], idx [b, k])``, ascending; exact backends must return the exact ``k``
         smallest of their computed distances; ``idx = -1`` marks a missing neighbour."""
 

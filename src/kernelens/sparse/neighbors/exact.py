@@ -42,10 +42,11 @@ class TorchExactIndex(NeighborIndex):
         self.show_progress = show_progress
 
     def _build(self, points: torch.Tensor) -> None:
+        self._centred = points
         self._sqnorms = (points * points).sum(dim=1)
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        P, p2, Q = self._points, self._sqnorms, queries
+        P, p2, Q = self._centred, self._sqnorms, queries
         l1 = self._metric == "l1"
         q2 = (Q * Q).sum(dim=1)
         per_entry = _TILE_TEMPORARIES * element_size(P.dtype)
