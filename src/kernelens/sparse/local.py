@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal, overload
-
 import torch
 
 from ..kernels import Kernel
@@ -11,30 +9,6 @@ from ..kernels.batched import batched_gram
 from ..linalg import jittered_cholesky
 
 __all__ = ["local_kernel_regression"]
-
-
-@overload
-def local_kernel_regression(
-    kernel: Kernel,
-    queries: torch.Tensor,
-    neighbors: torch.Tensor,
-    targets: torch.Tensor,
-    reg: float,
-    *,
-    return_variance: Literal[False] = False,
-) -> torch.Tensor: ...
-
-
-@overload
-def local_kernel_regression(
-    kernel: Kernel,
-    queries: torch.Tensor,
-    neighbors: torch.Tensor,
-    targets: torch.Tensor,
-    reg: float,
-    *,
-    return_variance: Literal[True],
-) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def local_kernel_regression(
