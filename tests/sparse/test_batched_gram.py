@@ -93,7 +93,7 @@ def test_batched_gram_applies_the_kernel_classes_own_formula(name, monkeypatch):
     cls = KERNELS[name]
     method = "from_inner_products" if name in ("linear", "polynomial") else "from_distances"
     original = getattr(cls, method)
-    monkeypatch.setattr(cls, method, lambda self, S, *a: 3.0 * original(self, S, *a) + 1.0)
+    monkeypatch.setattr(cls, method, lambda self, S, *a, **kw: 3.0 * original(self, S, *a) + 1.0)
     kernel = make_kernel(name, **KERNEL_PARAMS[name])
     A = torch.randn(3, 5, 4, dtype=torch.float64)
     got = batched_gram(kernel, A)

@@ -114,4 +114,4 @@ def batched_gram(kernel: Kernel, A: torch.Tensor, C: torch.Tensor | None = None)
     S = statistic(kernel, A, C)
     if isinstance(kernel, c.LinearKernel | c.PolynomialKernel):
         return kernel.from_inner_products(S, A.shape[-1])
-    return kernel.from_distances(S)  # type: ignore[attr-defined,no-any-return]
+    return kernel.from_distances(S, in_place=True)  # type: ignore[attr-defined,no-any-return]

@@ -18,14 +18,11 @@ Note: scikit-learn's ``"laplacian"`` kernel is ``exp(-gamma ||x - z||_1)``, i.e.
 literature.
 
 Bandwidths and ``M`` may be tensors with ``requires_grad=True``: gradients flow to them.
-
-Each kernel's formula lives in one method, applied to the pairwise quantity the kernel depends
-on: ``from_distances(D)`` for the stationary kernels (``D`` as named in the method's
-docstring) and ``from_inner_products(G, d)`` for the linear and polynomial kernels.
-``_gram`` and the batched Grams of :mod:`kernelens.kernels.batched` both call it.
 """
 
 from __future__ import annotations
+
+from abc import abstractmethod
 
 import torch
 
@@ -58,12 +55,32 @@ def _exp_scaled(D: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
 
 
 class _StationaryKernel(Kernel):
-    """Kernels with ``k(x, x) = 1``."""
+    """Kernels ``k(x, z) = exp(-D(x, z) / scale)`` with ``k(x, x) = 1``.
+
+    ``distances`` gives ``D`` (a norm or squared norm of ``x - z``) and ``from_distances`` the
+    kernel from it, so callers that need ``D`` for something else (the RFM's AGOP weights)
+    evaluate the kernel's own formula on their ``D`` instead of restating it.
+    """
 
     has_bandwidth = True
 
     def __init__(self, bandwidth: float | torch.Tensor = 1.0) -> None:
         self.bandwidth = check_bandwidth(bandwidth)
+
+    @abstractmethod
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        """``D(x, z)`` for all pairs ``[N1, N2]`` (``same``: X2 is X1, exact zero diagonal)."""
+
+    @abstractmethod
+    def scale(self) -> float | torch.Tensor:
+        """The divisor of ``D`` in the exponent (``L`` or ``2 L^2``)."""
+
+    def from_distances(self, D: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+        """``exp(-D / scale)`` from :meth:`distances` (a new tensor unless ``in_place``)."""
+        return _exp_scaled(D if in_place else D.clone(), self.scale())
+
+    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
+        return self.from_distances(self.distances(X1, X2, same=same), in_place=True)
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
@@ -79,12 +96,11 @@ class LaplaceKernel(_StationaryKernel):
 
     name = "laplace"
 
-    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
-        """Kernel values from Euclidean distances ``D`` (any shape; may be overwritten)."""
-        return _exp_scaled(D, self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return euclidean_distances(X1, X2, same=same)
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return self.from_distances(euclidean_distances(X1, X2, same=same))
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class GaussianKernel(_StationaryKernel):
@@ -92,13 +108,11 @@ class GaussianKernel(_StationaryKernel):
 
     name = "gaussian"
 
-    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
-        """Kernel values from squared Euclidean distances ``D`` (any shape; may be
-        overwritten)."""
-        return _exp_scaled(D, 2.0 * self.bandwidth**2)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return squared_distances(X1, X2, same=same)
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return self.from_distances(squared_distances(X1, X2, same=same))
+    def scale(self) -> float | torch.Tensor:
+        return 2.0 * self.bandwidth**2
 
 
 class ProductLaplaceKernel(_StationaryKernel):
@@ -106,12 +120,11 @@ class ProductLaplaceKernel(_StationaryKernel):
 
     name = "product_laplace"
 
-    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
-        """Kernel values from L1 distances ``D`` (any shape; may be overwritten)."""
-        return _exp_scaled(D, self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return torch.cdist(X1, X2, p=1.0)
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return self.from_distances(torch.cdist(X1, X2, p=1.0))
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class _MahalanobisKernel(_StationaryKernel):
@@ -150,13 +163,11 @@ class MahalanobisLaplaceKernel(_MahalanobisKernel):
 
     name = "mahalanobis_laplace"
 
-    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
-        """Kernel values from Mahalanobis distances ``D = ||x - z||_M`` (any shape; may be
-        overwritten)."""
-        return _exp_scaled(D, self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return euclidean_distances(X1, X2, M=self._M(X1), same=same)
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return self.from_distances(euclidean_distances(X1, X2, M=self._M(X1), same=same))
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class MahalanobisGaussianKernel(_MahalanobisKernel):
@@ -164,13 +175,11 @@ class MahalanobisGaussianKernel(_MahalanobisKernel):
 
     name = "mahalanobis_gaussian"
 
-    def from_distances(self, D: torch.Tensor) -> torch.Tensor:
-        """Kernel values from squared Mahalanobis distances ``D = ||x - z||_M^2`` (any shape;
-        may be overwritten)."""
-        return _exp_scaled(D, 2.0 * self.bandwidth**2)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return squared_distances(X1, X2, M=self._M(X1), same=same)
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return self.from_distances(squared_distances(X1, X2, M=self._M(X1), same=same))
+    def scale(self) -> float | torch.Tensor:
+        return 2.0 * self.bandwidth**2
 
 
 class LinearKernel(Kernel):

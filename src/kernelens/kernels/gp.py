@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_positive
+from .._sklearn import (
+    DTYPES,
+    Constraint,
+    boolean,
+    choice,
+    memory_budget,
+    nonnegative,
+    optional,
+    positive,
+    wrap_like,
+)
 from ..linalg import jittered_cholesky
 from .base import Kernel
 from .registry import resolve_kernel
-from .sklearn_base import KernelEstimatorMixin, wrap_like
+from .sklearn_base import KERNEL_CONSTRAINTS, KernelEstimatorMixin
 
 __all__ = ["GaussianProcessRegressor"]
 
@@ -40,6 +50,17 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
         log_marginal_likelihood_value_: the log marginal likelihood of the training targets
             (summed over target columns, scikit-learn's convention).
     """
+
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **KERNEL_CONSTRAINTS,
+        "bandwidth": optional(positive),
+        "amplitude": positive,
+        "alpha": nonnegative,
+        "normalize_y": boolean,
+        "optimize": boolean,
+        "dtype": choice(DTYPES),
+        "memory_budget": memory_budget,
+    }
 
     def __init__(
         self,
@@ -131,9 +152,8 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
 
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Fit on ``X [n, d]`` and ``y [n]`` or ``[n, k]``."""
+        self._validate_params()
         X, y = self._validate_X(X, reset=True, y=y, y_numeric=True, multi_output=True)
-        check_positive(self.amplitude, "amplitude")
-        self._check_regularisation(self.alpha, "alpha")
         Y = y[:, None] if y.ndim == 1 else y
         if self.normalize_y:
             self._y_mean = Y.mean(axis=0)
