@@ -49,10 +49,8 @@ def reference_distances(Q: torch.Tensor, P: torch.Tensor, metric: str) -> torch.
     -> ``[b, m]``, from the differences of the points as given (each entry depends only on its
     own pair of points, so a candidate re-ranking and a full scan give the same value to the
     bit, and duplicated or symmetrically placed points tie exactly)."""
-    diff = (Q - P).contiguous()
-    if metric == "l1":
-        return diff.abs().sum(dim=-1)
-    return (diff * diff).sum(dim=-1)
+    diff = Q - P  # a new contiguous tensor: the sum runs over its last, contiguous axis
+    return (diff.abs_() if metric == "l1" else diff.square_()).sum(dim=-1)
 
 
 class NeighborIndex(ABC):
