@@ -63,12 +63,12 @@ class SparseKernelLayer(nn.Module):
     but not through *which* centers are selected (the output is continuous only where the
     neighbour set does not change; with ``k = n`` it is smooth).
 
-    Index policy: the neighbour index (and the cached features of all centers) is rebuilt
-    lazily on the first forward after the centers, the ``features`` module's parameters or
-    buffers, or a Mahalanobis kernel's ``M`` change. Changes are detected by tensor version counters, which every in-place
-    update bumps (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): p.copy_(...)``)
-    and by storage changes (``.to()``, replacing a tensor). Edits through ``.data`` are
-    invisible to version counters: call :meth:`invalidate_index` after them.
+    Index policy: the neighbour index (and the cached features of all centers) is rebuilt lazily
+    on the first forward after the centers, the ``features`` module's parameters or buffers, or
+    a Mahalanobis kernel's ``M`` change. Changes are detected by tensor version counters, which
+    every in-place update bumps (optimizer steps, ``load_state_dict``, ``with torch.no_grad():
+    p.copy_(...)``) and by storage changes (``.to()``, replacing a tensor). Edits through
+    ``.data`` are invisible to version counters: call :meth:`invalidate_index` after them.
 
     Args:
         centers: ``[n, d]`` evaluation points (``[n, *input_shape]`` when ``features`` maps
@@ -80,16 +80,18 @@ class SparseKernelLayer(nn.Module):
             :class:`~kernelens.kernels.Kernel` instance.
         bandwidth: kernel bandwidth ``L > 0`` (default 1.0, or the instance's); stored as
             ``log_bandwidth`` so a learned bandwidth stays positive.
-        reg: ridge ``>= 0`` added to the diagonal of every local Gram (kernel values of the
-            stationary kernels lie in ``[0, 1]``; float32 needs roughly ``reg >= 1e-5 k``).
+        reg: ridge ``>= 0`` added to the diagonal of every local Gram (``KernelRidge``'s
+            ``alpha``; ``GaussianProcessRegressor``'s noise variance ``alpha``). Kernel values
+            of the stationary kernels lie in ``[0, 1]``; float32 needs roughly
+            ``reg >= 1e-5 k``.
         features: optional ``torch.nn.Module`` mapping ``[B, *input_shape]`` to ``[B, p]``;
             it must act on each sample independently (BatchNorm in eval mode, no dropout).
         learn_centers: make ``centers`` a Parameter.
         learn_targets: make ``targets`` a Parameter.
         learn_bandwidth: make ``log_bandwidth`` a Parameter (kernels with a bandwidth only).
         index: neighbour search backend: ``"auto"``/``"torch"`` (exact, tiled), ``"faiss"``
-            (exact, faiss IndexFlatL2), ``"hnsw"`` (approximate), or a
-            :class:`~kernelens.sparse.NeighborIndex` owned by this layer.
+            (exact, faiss IndexFlat: the same neighbours as torch, to the bit), ``"hnsw"``
+            (approximate), or a :class:`~kernelens.sparse.NeighborIndex` owned by this layer.
         kernel_params: extra constructor arguments of a named kernel (e.g. ``{"M": M}``).
         memory_budget: bytes for a tile of queries (local Grams and temporaries) and for the
             torch search (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
