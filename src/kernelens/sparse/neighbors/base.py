@@ -102,10 +102,9 @@ class NeighborIndex(ABC):
         ``"l1"``), replacing whatever was indexed before; returns ``self``."""
         points = as_tensor(points, "points", ndim=2).detach()
         self._metric = check_choice(metric, "metric", METRICS)
-        # every backend searches the same centred points: the reference distances, and
-        # the error bounds of the Gram expansion, are then the same whatever the backend
         # the reference distances use the points as given (so exact ties, e.g. of points
-        # placed symmetrically about a query, stay exact); the backends search them centred
+        # placed symmetrically about a query, stay exact); every backend searches them
+        # centred on their mean, which keeps the rounding of the Gram expansion small
         self._points = points
         self._centre = points.mean(dim=0, keepdim=True)
         P = points - self._centre
