@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -15,7 +14,6 @@ from .._validation import (
     check_consistent_length,
     check_finite,
     check_nonnegative,
-    check_positive,
     check_positive_int,
     check_same_device_dtype,
 )
@@ -205,10 +203,7 @@ class SparseKernelLayer(nn.Module):
         the Gram ``[len(A), len(B)]`` of feature vectors (differentiable in the bandwidth)."""
         if self.log_bandwidth is None:
             return self._kernel_template
-        kernel = copy.copy(self._kernel_template)
-        kernel.bandwidth = self.bandwidth  # type: ignore[attr-defined]
-        check_positive(kernel.bandwidth.detach(), "bandwidth")  # type: ignore[attr-defined]
-        return kernel
+        return resolve_kernel(self._kernel_template, self.bandwidth)
 
     def __getstate__(self) -> dict[str, Any]:
         # copies and pickles drop the derived data; it is rebuilt on first use
