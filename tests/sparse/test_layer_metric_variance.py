@@ -136,6 +136,15 @@ def test_index_follows_an_in_place_change_of_M():
     np.testing.assert_array_equal(layer.neighbors(X).numpy(), ref)
 
 
+def test_mahalanobis_M_of_the_wrong_size_is_refused():
+    Z, Y = torch.randn(20, 3, dtype=D64), torch.randn(20, 1, dtype=D64)
+    layer = SparseKernelLayer(
+        Z, Y, k=3, kernel="mahalanobis_laplace", kernel_params={"M": torch.eye(4, dtype=D64)}
+    )
+    with pytest.raises(ValueError, match=r"M is \(4, 4\) but the features have 3"):
+        layer(Z[:2])
+
+
 # -- ties: torch and faiss flat give identical outputs -----------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kernel", ["gaussian", "product_laplace"])

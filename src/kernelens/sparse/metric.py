@@ -62,6 +62,11 @@ def search_metric(kernel: Kernel, like: torch.Tensor) -> SearchMetric:
     if isinstance(kernel, ProductLaplaceKernel):
         return SearchMetric("l1", None)
     if isinstance(kernel, MahalanobisLaplaceKernel | MahalanobisGaussianKernel):
+        if kernel.M.shape[0] != like.shape[1]:
+            raise ValueError(
+                f"the kernel's M is {tuple(kernel.M.shape)} but the features have "
+                f"{like.shape[1]} dimensions; M must be [p, p] for features [n, p]."
+            )
         R = psd_sqrt(kernel.M.detach().to(device=like.device, dtype=torch.float64))
         return SearchMetric("l2", R.to(like.dtype))
     return SearchMetric("l2", None)
