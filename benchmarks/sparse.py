@@ -101,9 +101,9 @@ def run_one(spec: dict) -> dict:
         scanned = [0]
         scan = nb.NeighborIndex._scan
 
-        def counting_scan(self, Q, k):  # type: ignore[no-untyped-def]
+        def counting_scan(self, Q, *args):  # type: ignore[no-untyped-def]
             scanned[0] += Q.shape[0]
-            return scan(self, Q, k)
+            return scan(self, Q, *args)
 
         nb.NeighborIndex._scan = counting_scan  # type: ignore[method-assign]
         _, exact = make_index("torch").build(Z).search(X, K)

@@ -226,3 +226,25 @@ def test_empty_query_batch(cls):
     P, Q = _data(n=50)
     d, idx = cls().build(P).search(Q[:0], 4)
     assert d.shape == (0, 4) and idx.shape == (0, 4) and idx.dtype == torch.int64
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1"])
+def test_exact_scan_without_an_upper_bound_is_the_reference(metric):
+    # the path of rows an approximate backend left short of k candidates
+    P, Q = _grid(200, 12, 3, torch.float64)
+    index = TorchExactIndex(memory_budget=1).build(P, metric=metric)
+    upper = torch.full((len(Q),), float("inf"), dtype=torch.float64)
+    d, idx = index._scan(Q, Q - index._centre, 9, upper)
+    ref_d, ref_i = _reference_metric(P, Q, 9, metric)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    np.testing.assert_array_equal(d.numpy(), ref_d)
+
+
+def test_binary_features_with_many_ties_are_exact():
+    # most rows have ties at the k-th place: nearly all go through the exact scan
+    g = torch.Generator().manual_seed(0)
+    P = (torch.rand(2000, 32, generator=g) < 0.1).float()
+    Q = (torch.rand(50, 32, generator=g) < 0.1).float()
+    ref = _reference_metric(P, Q, 16, "l2")[1]
+    for index in (TorchExactIndex(), FaissFlatIndex()):
+        np.testing.assert_array_equal(index.build(P).search(Q, 16)[1].numpy(), ref)

@@ -35,6 +35,8 @@ Metric = Literal["l2", "l1"]
 METRICS: tuple[str, ...] = get_args(Metric)
 #: Temporaries per element of a ``[rows, candidates, p]`` block of differences.
 _DIFF_TEMPORARIES = 3
+#: Temporaries per entry of a ``[rows, points]`` tile of expanded distances (with the mask).
+_TILE_TEMPORARIES = 3
 #: Safety factor on the worst-case rounding-error bound of a backend's distances.
 _BOUND_FACTOR = 8.0
 
@@ -170,7 +172,7 @@ class NeighborIndex(ABC):
             floor = d_backend[:, -1].to(d.dtype) - self._error_bound(Qc)
             redo |= ~(d[:, -1] < floor)
         if bool(redo.any()):
-            d[redo], idx[redo] = self._scan(Q[redo], k)
+            d[redo], idx[redo] = self._scan(Q[redo], Qc[redo], k, d[redo, -1])
         return d, idx
 
     def _rerank(
@@ -184,32 +186,53 @@ class NeighborIndex(ABC):
         d, order = torch.sort(d, dim=1, stable=True)
         return d[:, :k], cand.gather(1, order[:, :k]), valid.sum(dim=1)
 
-    def _scan(self, Q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact neighbours by the reference distances to every point, in tiles."""
-        n, p = self._points.shape
-        per_entry = _DIFF_TEMPORARIES * p * element_size(Q.dtype)
-        rows, cols = tile_grid(Q.shape[0], n, per_entry, self.memory_budget, min_cols=k)
-        out_d, out_i = [], []
-        for r0 in range(0, Q.shape[0], rows):
-            q = Q[r0 : r0 + rows, None, :]
-            best_d = q.new_zeros(q.shape[0], 0)
-            best_i = torch.zeros(q.shape[0], 0, dtype=torch.int64, device=q.device)
-            for c0 in range(0, n, cols):
-                block = reference_distances(q, self._points[None, c0 : c0 + cols], self._metric)
-                ids = torch.arange(c0, c0 + block.shape[1], device=q.device).expand_as(block)
-                # earlier tiles hold lower indices: a stable sort keeps ties in index order
-                d, order = torch.sort(torch.cat([best_d, block], dim=1), dim=1, stable=True)
-                best_d = d[:, :k]
-                best_i = torch.cat([best_i, ids], dim=1).gather(1, order[:, :k])
-            out_d.append(best_d)
-            out_i.append(best_i)
-        return torch.cat(out_d), torch.cat(out_i)
+    def _scan(
+        self, Q: torch.Tensor, Qc: torch.Tensor, k: int, upper: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact neighbours of rows whose candidates were not proven.
 
-    def _error_bound(self, Q: torch.Tensor) -> torch.Tensor:
-        """``[b]``: a bound on ``|backend distance - reference distance|`` over all points
-        (worst-case rounding of the Gram expansion or of the float32 cast, times a safety
-        factor), for queries ``Q`` relative to the centre of the points."""
-        eps = max(self.backend_eps(Q.dtype), torch.finfo(Q.dtype).eps)
+        ``upper [b]`` bounds each row's k-th reference distance from above (the k-th of its
+        re-ranked candidates; ``inf`` if it had fewer than ``k``). Every point whose distance
+        by a tiled Gram expansion (L1: ``torch.cdist``) in the points' dtype lies within that
+        computation's error bound of ``upper`` becomes a candidate, which includes every point
+        of the answer; the candidates (all tied points among them) are then re-ranked by the
+        reference distances.
+        """
+        n, p = self._points.shape
+        b, item = Q.shape[0], element_size(Q.dtype)
+        limit = upper + self._error_bound(Qc, torch.finfo(Q.dtype).eps)
+        rows, cols = tile_grid(b, n, _TILE_TEMPORARIES * item, self.memory_budget, rows_hint=b)
+        q2 = (Qc * Qc).sum(dim=1)
+        sel_rows, sel_cols = [], []
+        for c0 in range(0, n, cols):
+            P = self._points[c0 : c0 + cols] - self._centre
+            p2 = (P * P).sum(dim=1)
+            for r0 in range(0, b, rows):
+                q = Qc[r0 : r0 + rows]
+                if self._metric == "l1":
+                    D = torch.cdist(q, P, p=1.0)
+                else:
+                    D = torch.addmm(p2[None, :], q, P.T, alpha=-2.0).add_(q2[r0 : r0 + rows, None])
+                r, c = torch.nonzero(D <= limit[r0 : r0 + rows, None], as_tuple=True)
+                sel_rows.append(r + r0)
+                sel_cols.append(c + c0)
+        r, c = torch.cat(sel_rows), torch.cat(sel_cols)
+        order = torch.argsort(r, stable=True)
+        r, c = r[order], c[order]
+        counts = torch.bincount(r, minlength=b)
+        pos = torch.arange(r.numel(), device=r.device) - (torch.cumsum(counts, 0) - counts)[r]
+        cand = torch.full((b, int(counts.max())), -1, dtype=torch.int64, device=Q.device)
+        cand[r, pos] = c
+        step = tile_size(b, _DIFF_TEMPORARIES * cand.shape[1] * p * item, self.memory_budget)
+        parts = [self._rerank(Q[i : i + step], cand[i : i + step], k) for i in range(0, b, step)]
+        return torch.cat([d for d, _, _ in parts]), torch.cat([i for _, i, _ in parts])
+
+    def _error_bound(self, Q: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+        """``[b]``: a bound on ``|computed distance - reference distance|`` over all points
+        (worst-case rounding of a Gram expansion with unit round-off ``eps``, default the
+        backend's, and of the float32 cast, times a safety factor), for queries ``Q``
+        relative to the centre of the points."""
+        eps = max(self.backend_eps(Q.dtype) if eps is None else eps, torch.finfo(Q.dtype).eps)
         if self._metric == "l1":
             scale = Q.abs().sum(dim=1) + self._radius
         else:
