@@ -168,7 +168,7 @@ class SparseKernelLayer(nn.Module):
             self.log_bandwidth = None
         self._cache_key: tuple[Any, ...] | None = None
         self._center_features: torch.Tensor | None = None
-        self._search: SearchMetric | None = None
+        self._search_space: SearchMetric | None = None
         self.register_load_state_dict_post_hook(_invalidate_after_load)
 
     # -- construction helpers -----------------------------------------------------------------
@@ -208,13 +208,13 @@ class SparseKernelLayer(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         # copies and pickles drop the derived data; it is rebuilt on first use
         state = super().__getstate__()
-        return {**state, "_cache_key": None, "_center_features": None}
+        return {**state, "_cache_key": None, "_center_features": None, "_search_space": None}
 
     def invalidate_index(self) -> None:
         """Force the neighbour index and cached center features to be rebuilt on next use."""
         self._cache_key = None
         self._center_features = None
-        self._search = None
+        self._search_space = None
 
     def center_features(self) -> torch.Tensor:
         """Features ``S(z_i)`` of all centers ``[n, p]`` (detached; cached until they change)."""
@@ -382,15 +382,15 @@ class SparseKernelLayer(nn.Module):
                 features = self._features_of(self.centers.detach())
         if self.features is not None:
             check_finite(features, "features(centers)")
-        self._search = search_metric(self._kernel_template, features)
-        self.index.build(self._search.apply(features), metric=self._search.metric)
+        self._search_space = search_metric(self._kernel_template, features)
+        self.index.build(self._search_space.apply(features), metric=self._search_space.metric)
         self._center_features = features
         self._cache_key = key
 
     def _search_neighbors(self, features: torch.Tensor) -> torch.Tensor:
         """Indices ``[b, k]`` of the neighbours of queries with ``features [b, p]``."""
-        assert self._search is not None
-        _, idx = self.index.search(self._search.apply(features.detach()), self.k)
+        assert self._search_space is not None
+        _, idx = self.index.search(self._search_space.apply(features.detach()), self.k)
         return idx
 
     def _neighbour_features(self, idx: torch.Tensor) -> torch.Tensor:
