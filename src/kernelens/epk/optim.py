@@ -33,6 +33,7 @@ __all__ = [
     "capture_rules",
     "forward_update",
     "optimizer_kind",
+    "roundoff_tolerance",
 ]
 
 SUPPORTED_OPTIMIZERS = (
@@ -43,6 +44,20 @@ SUPPORTED_OPTIMIZERS = (
 )
 
 Tensors = Mapping[str, torch.Tensor]
+
+#: An actual step may deviate from its recorded update law by this many ``eps`` (of the
+#: weights' dtype) of the step's largest entry, plus 4 ``eps`` of the largest weight.
+UPDATE_RTOL = 1000
+
+
+def roundoff_tolerance(step_max: float, weight_max: float, dtype: torch.dtype) -> float:
+    """How far (max-abs) an honest step of size ``step_max`` on weights of size ``weight_max``
+    may differ from the recorded update law through rounding alone, in ``dtype``.
+
+    The one rule for "beyond round-off": the recorder's update check and the kernel's
+    unexplained residual ``|R_s|`` both use it."""
+    eps = torch.finfo(dtype).eps
+    return UPDATE_RTOL * eps * step_max + 4 * eps * weight_max
 
 
 @dataclass(frozen=True)

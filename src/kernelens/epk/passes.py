@@ -1,0 +1,280 @@
+"""The two schedules of the EPK computation over the steps, for one tile of test points.
+
+* :func:`decompose_tile` runs forward over the steps: per step it splits the actual update
+  ``Delta_s`` into the example part ``E_s`` (the optimizer law applied to the batch gradients),
+  the weight-decay part and the residual ``R_s``, and integrates along the step
+  (:class:`~kernelens.epk.integration.PathIntegrator`).
+* *structured* (plain SGD, every update is ``-lr * e_s``): at each accepted quadrature node the
+  test factors contract directly with the batch's loss-gradient factors
+  (:func:`structured_step`); no parameter-space vector per test point is formed.
+* *dense* (momentum, Nesterov, Adam, AdamW): :func:`backward_pass` accumulates ``G_r``
+  (``[T, O, P]`` per tile) backwards with :class:`~kernelens.epk.optim.BackwardAccumulator`
+  from the logged nodes and contracts it with each batch's gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .._progress import progress
+from ..ntk import Factors, contract, dense_dot, vjp
+from .integration import AcceptedNodes, NodeCallback, PathIntegrator
+from .optim import BackwardAccumulator, forward_update, roundoff_tolerance
+from .path import PathModel
+from .results import PathDecomposition
+from .trajectory import StepRecord
+
+__all__ = ["KernelSteps", "StepUpdate", "backward_pass", "decompose_tile", "structured_step"]
+
+Tensors = dict[str, torch.Tensor]
+#: ``None`` (no kernel values), ``"sum"`` or a list of steps.
+KernelSteps = str | list[int] | None
+
+
+@dataclass
+class StepUpdate:
+    """The actual update of one step, split (compute dtype, per parameter).
+
+    Attributes:
+        delta: ``Delta_s = w_{s+1} - w_s``.
+        example: ``E_s``, the optimizer law applied to the batch-mean loss gradient.
+        decay: the weight-decay part.
+        residual: ``R_s = Delta_s - E_s - decay``.
+        unexplained: ``max|R_s| / max|Delta_s|``.
+        beyond_roundoff: whether some parameter's ``R_s`` exceeds round-off in its dtype.
+    """
+
+    delta: Tensors
+    example: Tensors
+    decay: Tensors
+    residual: Tensors
+    unexplained: float
+    beyond_roundoff: bool
+
+
+def split_update(
+    path: PathModel,
+    rec: StepRecord,
+    w0: Tensors,
+    w1: Tensors,
+    buf_e: Tensors,
+    buf_w: Tensors,
+) -> StepUpdate:
+    """Split step ``rec``'s update; advances the example and decay buffers in place."""
+    names, group = path.names, path.group_of
+    pre = path.preconditioners(rec)
+    delta = {k: w1[k] - w0[k] for k in names}
+    e = vjp(path.net, path.batch_inputs(rec), path.output_grads(rec) / rec.batch_size,
+            weights=w0, params=names)  # fmt: skip
+    example = forward_update(rec.rules, group, buf_e, e, pre)
+    upd = forward_update(rec.rules, group, buf_w, {k: rec.rules[group[k]].l2 * w0[k]
+                                                   for k in names}, pre)  # fmt: skip
+    decay = {k: upd[k] - rec.rules[group[k]].decoupled * w0[k] for k in names}
+    residual = {k: delta[k] - example[k] - decay[k] for k in names}
+    r_max, d_max, beyond = 0.0, 0.0, False
+    for k in names:
+        if not delta[k].numel():
+            continue
+        rk, dk = float(residual[k].abs().max()), float(delta[k].abs().max())
+        wk = max(float(w0[k].abs().max()), float(w1[k].abs().max()))
+        beyond |= rk > roundoff_tolerance(dk, wk, path.param_dtypes[k])
+        r_max, d_max = max(r_max, rk), max(d_max, dk)
+    unexplained = r_max / d_max if d_max > 0 else (0.0 if r_max == 0 else float("inf"))
+    return StepUpdate(delta, example, decay, residual, unexplained, beyond)
+
+
+def _kernel_slot(kernel_steps: KernelSteps, s: int) -> int | None:
+    if kernel_steps is None:
+        return None
+    if kernel_steps == "sum":
+        return 0
+    return kernel_steps.index(s) if s in kernel_steps else None
+
+
+def _alphas(path: PathModel, rec: StepRecord) -> dict[str, float]:
+    return {k: rec.rules[path.group_of[k]].alpha for k in path.names}
+
+
+@dataclass
+class _Accumulators:
+    """Per-tile sums the passes add into."""
+
+    example_total: torch.Tensor  # [T, O]
+    attributions: torch.Tensor | None  # [T, N, O]
+    kernel: torch.Tensor | None  # [K, T, N, O, O]
+
+
+def structured_step(
+    path: PathModel,
+    rec: StepRecord,
+    w0: Tensors,
+    acc: _Accumulators,
+    slot: int | None,
+) -> NodeCallback:
+    """Plain SGD: the example part of step ``rec`` is ``-alpha_g e_s`` per group, so each node's
+    factors contract directly with the batch's (alpha-scaled) gradient factors."""
+    b = rec.batch_size
+    xb = path.batch_inputs(rec)
+    alphas = _alphas(path, rec)
+    train = path.factors(xb, w0, cotangents=path.output_grads(rec), view=False).scale_(alphas)
+    jac: Factors | None = None
+    if slot is not None:
+        scaled = {k: a * rec.grad_scale for k, a in alphas.items()}
+        jac = path.factors(xb, w0).scale_(scaled)
+    idx = rec.indices
+    t_n = acc.example_total.shape[0]
+
+    def rows(values: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        """``values`` for the points ``pts`` as rows of all ``t_n`` points (zeros elsewhere),
+        so the scatter over examples is one in-place index_add_."""
+        if pts.numel() == t_n:
+            return values
+        out = values.new_zeros(t_n, *values.shape[1:])
+        out[pts] = values
+        return out
+
+    def on_nodes(pts: torch.Tensor, nodes: list[tuple[float, float, Factors]]) -> None:
+        for _, q, fac in nodes:
+            a = (-q / b) * contract(fac, train)[:, :, :, 0].transpose(1, 2)  # [P, b, O]
+            acc.example_total[pts] += a.sum(1)
+            if acc.attributions is not None:
+                acc.attributions.index_add_(1, idx, rows(a, pts))
+            if jac is not None:
+                k = (q / b) * contract(fac, jac).transpose(1, 2)  # [P, b, O, O]
+                acc.kernel[slot].index_add_(1, idx, rows(k, pts))
+
+    return on_nodes
+
+
+def backward_pass(
+    path: PathModel,
+    x: torch.Tensor,
+    node_log: list[list[AcceptedNodes]],
+    acc: _Accumulators,
+    kernel_steps: KernelSteps,
+    show_progress: bool | None,
+) -> None:
+    """Momentum / Adam: ``G_r`` backwards over the steps, contracted with each batch."""
+    traj = path.trajectory
+    t_n, o = x.shape[0], traj.num_outputs
+    names, shapes = path.names, path.shapes
+    accumulator = BackwardAccumulator(path.group_of)
+    S = traj.num_steps
+    w1 = path.weights(S)
+    for r in progress(reversed(range(S)), total=S, desc="epk backward",
+                      enable=show_progress):  # fmt: skip
+        rec = traj.step(r)
+        w0 = path.weights(r)
+        delta = {k: w1[k] - w0[k] for k in names}
+        gbar = {k: torch.zeros(t_n, o, *shapes[k], dtype=path.dtype) for k in names}
+        for node in node_log[r]:
+            w_t = {k: w0[k] + node.t * delta[k] for k in names}
+            dense = path.factors(x[node.points], w_t).to_dense_dict()
+            for k in names:
+                gbar[k][node.points] += node.weight * dense[k]
+        G = accumulator.push(
+            rec.rules,
+            {k: v.reshape(t_n * o, *shapes[k]) for k, v in gbar.items()},
+            path.preconditioners(rec),
+        )
+        del gbar
+        b = rec.batch_size
+        xb = path.batch_inputs(rec)
+        train = path.factors(xb, w0, cotangents=path.output_grads(rec), view=False)
+        a = dense_dot(G, train)[:, :, 0].reshape(t_n, o, b).transpose(1, 2) / b  # [T, b, O]
+        acc.example_total += a.sum(1)
+        if acc.attributions is not None:
+            acc.attributions.index_add_(1, rec.indices, a)
+        slot = _kernel_slot(kernel_steps, r)
+        if slot is not None:
+            jac = path.factors(xb, w0)
+            k = -rec.grad_scale * dense_dot(G, jac).reshape(t_n, o, b, o).transpose(1, 2) / b
+            acc.kernel[slot].index_add_(1, rec.indices, k)
+        w1 = w0
+
+
+def decompose_tile(
+    path: PathModel,
+    integrator: PathIntegrator,
+    x: torch.Tensor,
+    *,
+    structured: bool,
+    has_decay: bool,
+    start_nodes: int,
+    want_attr: bool,
+    kernel_steps: KernelSteps,
+    show_progress: bool | None,
+) -> PathDecomposition:
+    """The whole decomposition for the test points ``x`` ``[T, ...]`` (one tile)."""
+    traj = path.trajectory
+    S, n, o, t_n = traj.num_steps, traj.num_examples, traj.num_outputs, x.shape[0]
+    zeros: Callable[..., torch.Tensor] = lambda *shape: torch.zeros(*shape, dtype=path.dtype)  # noqa: E731
+    n_kernels = 0 if kernel_steps is None else 1 if kernel_steps == "sum" else len(kernel_steps)
+    acc = _Accumulators(
+        example_total=zeros(t_n, o),
+        attributions=zeros(t_n, n, o) if want_attr else None,
+        kernel=zeros(n_kernels, t_n, n, o, o) if kernel_steps is not None else None,
+    )
+    wd_term, res_term, quad = zeros(t_n, o), zeros(t_n, o), zeros(t_n, o)
+    step_res, unexplained = zeros(S), torch.zeros(S, dtype=torch.float64)
+    evals = torch.zeros(S, dtype=torch.int64)
+    unconverged = torch.zeros(S, dtype=torch.int64)
+    beyond: list[int] = []
+    node_log: list[list[AcceptedNodes]] = []
+
+    w_first, w_last = path.weights(0), path.weights(S)
+    initial = path.forward(w_first, x)
+    network = path.forward(w_last, x)
+    scale = torch.maximum(initial.abs().amax(1), network.abs().amax(1)).clamp_min(1e-300)
+    buf_e: Tensors = {}
+    buf_w: Tensors = {}
+    w0, f0 = w_first, initial
+    start = start_nodes
+    for s in progress(range(S), desc="epk steps", enable=show_progress):
+        rec = traj.step(s)
+        w1 = path.weights(s + 1)
+        f1 = network if s == S - 1 else path.forward(w1, x)
+        upd = split_update(path, rec, w0, w1, buf_e, buf_w)
+        unexplained[s] = upd.unexplained
+        if upd.beyond_roundoff:
+            beyond.append(s)
+        rows = [upd.delta, upd.residual, upd.decay] if has_decay else [upd.delta, upd.residual]
+        tangents = {k: torch.stack([r[k] for r in rows]) for k in path.names}
+        on_nodes = None
+        if structured:
+            on_nodes = structured_step(path, rec, w0, acc, _kernel_slot(kernel_steps, s))
+        step = integrator.integrate(x, w0, upd.delta, f0, f1, scale, tangents, on_nodes, start)
+        node_log.append(step.nodes)
+        start = step.next_start
+        res_term += step.projections[1]
+        if has_decay:
+            wd_term += step.projections[2]
+        quad += step.quadrature_residual
+        step_res[s] = step.quadrature_residual.abs().max() if t_n else 0.0
+        evals[s] = step.evaluations
+        unconverged[s] = step.unconverged
+        w0, f0 = w1, f1
+
+    if not structured:
+        backward_pass(path, x, node_log, acc, kernel_steps, show_progress)
+    kernel = acc.kernel
+    if kernel is not None and kernel_steps == "sum":
+        kernel = kernel[0]
+    return PathDecomposition(
+        initial=initial,
+        network=network,
+        example_total=acc.example_total,
+        weight_decay=wd_term,
+        residual=res_term,
+        quadrature_residual=quad,
+        step_residual=step_res,
+        step_unconverged=unconverged,
+        step_unexplained=unexplained,
+        unexplained_steps=tuple(beyond),
+        evaluations=evals,
+        attributions=acc.attributions,
+        kernel=kernel,
+    )
