@@ -190,11 +190,10 @@ class ExactPathKernel:
         k = check_positive_int(k, "k")
         if k > n:
             raise ValueError(f"k={k} exceeds the number of training examples N={n}; pass k <= {n}.")
-        d = self.decompose(x_test)
-        t_n = d.network.shape[0]
-        if target is None:
-            cls = d.network.argmax(1)
-        else:
+        x = self.path.check_x(x_test)
+        t_n = x.shape[0]
+        cls = None
+        if target is not None:
             cls = torch.as_tensor(target)
             if cls.is_floating_point() or cls.dtype == torch.bool or cls.ndim > 1:
                 raise TypeError(f"target must be an int or [T] integer classes, got {cls.dtype} "
@@ -204,10 +203,13 @@ class ExactPathKernel:
                 raise ValueError(f"target has {cls.shape[0]} classes but x_test has {t_n} rows.")
             if int(cls.min()) < 0 or int(cls.max()) >= o:
                 raise ValueError(f"target classes must lie in [0, {o}), got {cls.tolist()[:10]}.")
+        d = self.decompose(x)
+        if cls is None:
+            cls = d.network.argmax(1)
         a = d.attributions[torch.arange(t_n), :, cls]  # [T, N]
         total = a.abs().sum(1, keepdim=True)
         shares = torch.where(total > 0, a / total.clamp_min(1e-300), torch.zeros_like(a))
-        order = shares.abs().argsort(1, descending=True, stable=True)[:, :k]
+        order = shares.abs().argsort(dim=1, descending=True, stable=True)[:, :k]
         return order, shares.gather(1, order)
 
     def kernel(self, x_test: Any, steps: int | Sequence[int] | None = None) -> torch.Tensor:
