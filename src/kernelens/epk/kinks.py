@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._memory import element_size, tile_size
 
-__all__ = ["GRID", "PIECEWISE_LINEAR", "KinkLocator"]
+__all__ = ["GRID", "PIECEWISE_LINEAR", "KinkLocator", "illinois"]
 
 #: Grid cells per located interval (a unit switching twice inside one cell is missed).
 GRID = 16
@@ -143,7 +143,10 @@ class KinkLocator:
         z_lo = left[cells, pts, units].double()
         z_hi = right[cells, pts, units].double()
         scale = z[:, pts, units].abs().amax(0).double()
-        roots = self._refine(x, w0, delta, pts, units, lo, hi, z_lo, z_hi, scale)
+        roots = illinois(
+            lambda k, t: self._values_at(x, w0, delta, pts[k], units[k], t),
+            lo, hi, z_lo, z_hi, 8 * torch.finfo(torch.float64).eps * scale,
+        )  # fmt: skip
         span = 1e-13 * (b - a)
         for p, t in sorted(zip(pts.tolist(), roots.tolist())):
             if a + span < t < b - span and (not found[p] or t - found[p][-1] > span):
@@ -152,41 +155,6 @@ class KinkLocator:
 
     def _at(self, w0: dict, delta: dict, t: float | torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: w0[k] + t * delta[k] for k in self.names}
-
-    def _refine(
-        self,
-        x: torch.Tensor,
-        w0: dict[str, torch.Tensor],
-        delta: dict[str, torch.Tensor],
-        pts: torch.Tensor,
-        units: torch.Tensor,
-        lo: torch.Tensor,
-        hi: torch.Tensor,
-        z_lo: torch.Tensor,
-        z_hi: torch.Tensor,
-        scale: torch.Tensor,
-    ) -> torch.Tensor:
-        """Illinois regula falsi on all brackets ``[lo, hi]`` at once; returns the roots."""
-        eps = torch.finfo(torch.float64).eps
-        a, b, fa, fb = lo.clone(), hi.clone(), z_lo.clone(), z_hi.clone()
-        root = torch.where(fb == 0, b, 0.5 * (a + b))
-        active = fb != 0
-        tol = 8 * eps * scale
-        for _ in range(MAX_ITERATIONS):
-            if not bool(active.any()):
-                break
-            k = torch.nonzero(active)[:, 0]
-            t = b[k] - fb[k] * (b[k] - a[k]) / (fb[k] - fa[k])
-            t = torch.where((t > a[k]) & (t < b[k]), t, 0.5 * (a[k] + b[k]))
-            ft = self._values_at(x, w0, delta, pts[k], units[k], t)
-            flip = ft * fb[k] < 0
-            a_new = torch.where(flip, b[k], a[k])
-            fa_new = torch.where(flip, fb[k], 0.5 * fa[k])
-            a[k], fa[k], b[k], fb[k] = a_new, fa_new, t, ft
-            root[k] = t
-            done = (ft.abs() <= tol[k]) | ((b[k] - a[k]).abs() <= 4 * eps)
-            active[k[done]] = False
-        return root
 
     def _values_at(
         self,
@@ -198,17 +166,53 @@ class KinkLocator:
         t: torch.Tensor,
     ) -> torch.Tensor:
         """``z_{units[k]}(t[k])`` for input ``x[pts[k]]``, each bracket at its own ``t``."""
-        per_row = 4 * sum(w0[k].numel() for k in self.names) * element_size(w0[self.names[0]].dtype)
+        wdtype = w0[self.names[0]].dtype
+        per_row = 4 * sum(w0[k].numel() for k in self.names) * element_size(wdtype)
         rows = tile_size(t.numel(), per_row, self.memory_budget)
 
         def one(xr: torch.Tensor, tr: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             z = self._preacts(self._at(w0, delta, tr), xr[None])[0]
             return z.gather(0, u[None])[0]
 
-        wdtype = w0[self.names[0]].dtype
         out = []
         with torch.no_grad():
             for s in range(0, t.numel(), rows):
                 sl = slice(s, s + rows)
                 out.append(vmap(one)(x[pts[sl]], t[sl].to(wdtype), units[sl]))
         return torch.cat(out).to(torch.float64)
+
+
+def illinois(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    f_lo: torch.Tensor,
+    f_hi: torch.Tensor,
+    tol: torch.Tensor,
+) -> torch.Tensor:
+    """Roots of many scalar functions at once by the Illinois variant of regula falsi.
+
+    Args:
+        f: ``f(k, t)`` evaluates functions ``k`` ``[M]`` at ``t`` ``[M]`` (float64).
+        lo, hi: ``[K]`` brackets with ``f_lo * f_hi < 0`` (or ``f_hi == 0``).
+        f_lo, f_hi: ``[K]`` the values there.
+        tol: ``[K]`` stop once ``|f(t)| <= tol`` (or the bracket is at round-off).
+    """
+    eps = torch.finfo(torch.float64).eps
+    a, b, fa, fb = lo.clone(), hi.clone(), f_lo.clone(), f_hi.clone()
+    root = torch.where(fb == 0, b, 0.5 * (a + b))
+    active = fb != 0
+    for _ in range(MAX_ITERATIONS):
+        if not bool(active.any()):
+            break
+        k = torch.nonzero(active)[:, 0]
+        t = b[k] - fb[k] * (b[k] - a[k]) / (fb[k] - fa[k])
+        t = torch.where((t > a[k]) & (t < b[k]), t, 0.5 * (a[k] + b[k]))
+        ft = f(k, t)
+        flip = ft * fb[k] < 0  # the root lies between t and b: b becomes the other end
+        a[k], fa[k] = torch.where(flip, b[k], a[k]), torch.where(flip, fb[k], 0.5 * fa[k])
+        b[k], fb[k] = t, ft
+        root[k] = t
+        done = (ft.abs() <= tol[k]) | ((b[k] - a[k]).abs() <= 4 * eps * b[k].abs().clamp_min(1))
+        active[k[done]] = False
+    return root
