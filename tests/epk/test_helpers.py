@@ -53,3 +53,6 @@ def test_reprs(train, x_test):
     assert repr(rep.details).startswith("PathDecomposition(T=3, O=3, steps=6, rel_error=")
     assert repr(epk.path).startswith("PathModel(output='log_probs', dtype=torch.float64")
     assert repr(traj).startswith("Trajectory(AdamW, steps=6")
+    assert repr(traj.step(1)) == (
+        f"StepRecord(step=1, batch=5, inputs=[5, 2], loss={traj.step(1).loss:.6g}, preconditioned)"
+    )

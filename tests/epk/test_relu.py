@@ -101,3 +101,24 @@ def test_missed_target_warns_naming_steps(toy_data, x_test):
                       r"estimate [0-9.e-]+ relative"):  # fmt: skip
         d = epk.decompose(x_test, attributions=False)
     assert d.unconverged > 0
+
+
+def test_kink_refinement_without_vmap_gives_the_same_roots(toy_data, x_test, monkeypatch):
+    import kernelens.epk.kinks as kinks_mod
+
+    traj = _train(toy_data, "momentum", depth=2)
+    epk = ExactPathKernel(traj)
+    w0, w1 = epk.path.weights(0), epk.path.weights(1)
+    delta = {k: w1[k] - w0[k] for k in w0}
+    locator = KinkLocator(epk.path.view, epk.path.names, None)
+    batched = locator.locate(x_test, w0, delta)
+
+    def no_batching_rule(_f):
+        def fail(*_a):
+            raise NotImplementedError("no batching rule")
+
+        return fail
+
+    monkeypatch.setattr(kinks_mod, "vmap", no_batching_rule)
+    assert locator.locate(x_test, w0, delta) == batched
+    assert any(batched)

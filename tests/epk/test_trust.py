@@ -124,3 +124,14 @@ def test_fit_forwards_max_grad_norm(tanh_mlp, toy_data):
     with pytest.raises(ValueError, match="max_grad_norm must be"):
         fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.3), epochs=1,
             batch_size=6, max_grad_norm=0.0)  # fmt: skip
+
+
+def test_gradient_removed_by_a_pre_hook_is_refused(tanh_mlp, toy_data):
+    def hook(model, opt):
+        def pre(_o, _a, _k):
+            model[2].bias.grad = None
+
+        opt.register_step_pre_hook(pre)
+
+    with pytest.raises(RuntimeError, match="gradient of '2.bias' was removed"):
+        _record(tanh_mlp, toy_data, _sgd, hook=hook)

@@ -38,6 +38,9 @@ __all__ = ["TrajectoryRecorder", "fit"]
 #: its largest entry (round-off of two backward passes summing the batch in different orders).
 GRAD_RTOL = 1000
 
+#: Learning-rate schedulers the recorder steps after every optimizer step.
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
 
 def _check_deterministic(model: nn.Module) -> None:
     for name, m in model.named_modules():
@@ -99,7 +102,7 @@ class TrajectoryRecorder:
         *,
         num_examples: int,
         store: str | os.PathLike | None = None,
-        scheduler: Any = None,
+        scheduler: Scheduler | None = None,
         check_updates: bool = True,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         max_grad_norm: float | None = None,
@@ -316,6 +319,13 @@ class TrajectoryRecorder:
         clipping, a step pre-hook that edits gradients per element): the recorded loss
         gradients would not explain the step, so attributions would be wrong.
         """
+        missing = [n for n, p in self._params.items() if p.grad is None]
+        if missing:
+            raise RuntimeError(
+                f"at step {self._steps} the gradient of {missing[0]!r} was removed before the "
+                "optimizer step (a step pre-hook set p.grad = None?); the EPK needs every trained "
+                "parameter updated from its recorded gradient."
+            )
         grads = {n: p.grad.detach().double() for n, p in self._params.items()}
         e = {n: implied[n].detach().double() for n in self._params}
         ee = sum(float((v * v).sum()) for v in e.values())
@@ -413,7 +423,7 @@ def fit(
     batch_size: int,
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
     seed: int = 0,
-    scheduler: Any = None,
+    scheduler: Scheduler | None = None,
     store: str | os.PathLike | None = None,
     max_grad_norm: float | None = None,
 ) -> Trajectory:

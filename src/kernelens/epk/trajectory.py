@@ -168,6 +168,14 @@ class StepRecord:
     def batch_size(self) -> int:
         return int(self.indices.shape[0])
 
+    def __repr__(self) -> str:
+        pre = ", preconditioned" if self.preconditioners is not None else ""
+        clip = f", grad_scale={self.grad_scale:.6g}" if self.grad_scale != 1.0 else ""
+        return (
+            f"StepRecord(step={self.step}, batch={self.batch_size}, "
+            f"inputs={list(self.inputs.shape)}, loss={self.loss:.6g}{clip}{pre})"
+        )
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The record's tensors under the store's key names."""
         s = self.step
