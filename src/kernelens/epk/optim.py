@@ -32,6 +32,7 @@ __all__ = [
     "capture_preconditioners",
     "capture_rules",
     "forward_update",
+    "gradient_tolerance",
     "optimizer_kind",
     "roundoff_tolerance",
 ]
@@ -50,12 +51,26 @@ Tensors = Mapping[str, torch.Tensor]
 UPDATE_RTOL = 1000
 
 
+#: A gradient may differ from the one implied by the recorded losses by this many ``eps`` of
+#: its largest entry (round-off of two backward passes summing the batch in different orders).
+GRAD_RTOL = 1000
+
+
+def gradient_tolerance(param_max: float, overall_max: float, dtype: torch.dtype) -> float:
+    """How far (max-abs, per entry) an honest ``p.grad`` may be from the gradient implied by the
+    recorded loss gradients: ``GRAD_RTOL eps`` of the parameter's largest gradient entry plus
+    ``64 eps`` of the largest over all parameters (cancellation within the batch sum). The
+    recorder enforces it; the kernel propagates it through the update law."""
+    eps = torch.finfo(dtype).eps
+    return GRAD_RTOL * eps * param_max + 64 * eps * overall_max
+
+
 def roundoff_tolerance(step_max: float, weight_max: float, dtype: torch.dtype) -> float:
     """How far (max-abs) an honest step of size ``step_max`` on weights of size ``weight_max``
     may differ from the recorded update law through rounding alone, in ``dtype``.
 
-    The one rule for "beyond round-off": the recorder's update check and the kernel's
-    unexplained residual ``|R_s|`` both use it."""
+    The one rule for "beyond round-off" of the step itself: the recorder's update check and
+    the kernel's unexplained residual ``|R_s|`` both use it."""
     eps = torch.finfo(dtype).eps
     return UPDATE_RTOL * eps * step_max + 4 * eps * weight_max
 

@@ -15,14 +15,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .._progress import progress
 from ..ntk import Factors, contract, dense_dot, vjp
 from .integration import AcceptedNodes, NodeCallback, PathIntegrator
-from .optim import BackwardAccumulator, forward_update, roundoff_tolerance
+from .optim import BackwardAccumulator, forward_update, gradient_tolerance, roundoff_tolerance
 from .path import PathModel
 from .results import PathDecomposition
 from .trajectory import StepRecord
@@ -60,11 +60,20 @@ def split_update(
     rec: StepRecord,
     w0: Tensors,
     w1: Tensors,
-    buf_e: Tensors,
-    buf_w: Tensors,
+    buffers: tuple[Tensors, Tensors, Tensors],
 ) -> StepUpdate:
-    """Split step ``rec``'s update; advances the example and decay buffers in place."""
+    """Split step ``rec``'s update; advances the example, decay and tolerance ``buffers`` in
+    place.
+
+    ``R_s`` is beyond round-off where, for some entry, it exceeds the recorder's gradient
+    tolerance (:func:`~kernelens.epk.optim.gradient_tolerance`, which it enforced on every
+    ``p.grad``) propagated through the update law with absolute coefficients, plus the
+    rounding of the step itself (:func:`~kernelens.epk.optim.roundoff_tolerance`). The
+    propagation matters for Adam, whose small denominators amplify the rounding of small
+    gradient entries.
+    """
     names, group = path.names, path.group_of
+    buf_e, buf_w, buf_tol = buffers
     pre = path.preconditioners(rec)
     delta = {k: w1[k] - w0[k] for k in names}
     e = vjp(path.net, path.batch_inputs(rec), path.output_grads(rec) / rec.batch_size,
@@ -74,13 +83,21 @@ def split_update(
                                                    for k in names}, pre)  # fmt: skip
     decay = {k: upd[k] - rec.rules[group[k]].decoupled * w0[k] for k in names}
     residual = {k: delta[k] - example[k] - decay[k] for k in names}
+    e_max = {k: float(e[k].abs().max()) if e[k].numel() else 0.0 for k in names}
+    e_all = max(e_max.values(), default=0.0)
+    bound = {k: torch.full_like(e[k], gradient_tolerance(e_max[k], e_all, path.param_dtypes[k]))
+             for k in names}  # fmt: skip
+    rules_abs = [replace(r, alpha=abs(r.alpha), beta=abs(r.beta), rho=abs(r.rho),
+                         kappa=abs(r.kappa)) for r in rec.rules]  # fmt: skip
+    propagated = forward_update(rules_abs, group, buf_tol, bound, pre)
     r_max, d_max, beyond = 0.0, 0.0, False
     for k in names:
         if not delta[k].numel():
             continue
         rk, dk = float(residual[k].abs().max()), float(delta[k].abs().max())
         wk = max(float(w0[k].abs().max()), float(w1[k].abs().max()))
-        beyond |= rk > roundoff_tolerance(dk, wk, path.param_dtypes[k])
+        allowed = propagated[k].abs() + roundoff_tolerance(dk, wk, path.param_dtypes[k])
+        beyond |= bool((residual[k].abs() > allowed).any())
         r_max, d_max = max(r_max, rk), max(d_max, dk)
     unexplained = r_max / d_max if d_max > 0 else (0.0 if r_max == 0 else float("inf"))
     return StepUpdate(delta, example, decay, residual, unexplained, beyond)
@@ -229,15 +246,14 @@ def decompose_tile(
     initial = path.forward(w_first, x)
     network = path.forward(w_last, x)
     scale = torch.maximum(initial.abs().amax(1), network.abs().amax(1)).clamp_min(1e-300)
-    buf_e: Tensors = {}
-    buf_w: Tensors = {}
+    buffers: tuple[Tensors, Tensors, Tensors] = ({}, {}, {})  # example, decay, tolerance
     w0, f0 = w_first, initial
     start = start_nodes
     for s in progress(range(S), desc="epk steps", enable=show_progress):
         rec = traj.step(s)
         w1 = path.weights(s + 1)
         f1 = network if s == S - 1 else path.forward(w1, x)
-        upd = split_update(path, rec, w0, w1, buf_e, buf_w)
+        upd = split_update(path, rec, w0, w1, buffers)
         unexplained[s] = upd.unexplained
         if upd.beyond_roundoff:
             beyond.append(s)

@@ -20,6 +20,7 @@ from .optim import (
     capture_preconditioners,
     capture_rules,
     forward_update,
+    gradient_tolerance,
     optimizer_kind,
     roundoff_tolerance,
 )
@@ -33,10 +34,6 @@ from .trajectory import (
 )
 
 __all__ = ["TrajectoryRecorder", "fit"]
-
-#: A gradient may differ from the one implied by the recorded losses by this many ``eps`` of
-#: its largest entry (round-off of two backward passes summing the batch in different orders).
-GRAD_RTOL = 1000
 
 #: Learning-rate schedulers the recorder steps after every optimizer step.
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -331,15 +328,15 @@ class TrajectoryRecorder:
         ee = sum(float((v * v).sum()) for v in e.values())
         ge = sum(float((grads[n] * e[n]).sum()) for n in e)
         scale = ge / ee if ee > 0 else 1.0
-        eps = torch.finfo(next(iter(self._params.values())).dtype).eps
-        if abs(scale - 1.0) <= GRAD_RTOL * eps:
+        g_dtype = next(iter(self._params.values())).dtype
+        if abs(scale - 1.0) <= gradient_tolerance(1.0, 0.0, g_dtype):
             scale = 1.0
         g_all = max((float(g.abs().max()) for g in grads.values() if g.numel()), default=0.0)
         for n, g in grads.items():
             if not g.numel():
                 continue
             err = float((g - scale * e[n]).abs().max())
-            tol = GRAD_RTOL * eps * float(g.abs().max()) + 64 * eps * g_all
+            tol = gradient_tolerance(float(g.abs().max()), g_all, g_dtype)
             if err > tol:
                 raise RuntimeError(
                     f"at step {self._steps} the gradient the optimizer used for {n!r} is not "
