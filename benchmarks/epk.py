@@ -65,10 +65,11 @@ def record_run(steps: int, activation: type[nn.Module]):
 def run_kernelens(traj, x, dtype: torch.dtype) -> tuple[float, dict[str, float]]:
     epk = ExactPathKernel(traj, dtype=dtype)
     t0 = time.perf_counter()
-    rep = epk.verify(x, attributions=True)
+    rep = epk.verify(x, attributions=True, strict=False)  # record the figures either way
     elapsed = time.perf_counter() - t0
     assert rep.details.attributions.shape == (x.shape[0], 512, 10)
     return elapsed, {
+        "passed": float(rep.passed),
         "err_model_dtype": rep.max_rel_error_model_dtype,
         "err_float64": rep.max_rel_error,
         "evaluations": rep.evaluations,
