@@ -47,7 +47,10 @@ def _check_against_reference(traj, opt_name, output, x_test):
     assert float((non_example - ref.non_example).abs().max()) < 1e-10 * scale
     rel = float((d.prediction - d.network).abs().max()) / scale
     assert rel < 1e-10
-    assert epk.structured == (opt_name in ("sgd", "sgd_wd"))
+    if opt_name in ("sgd", "sgd_wd"):
+        assert epk.schedule == "factored"
+    elif opt_name in ("adam", "adam_l2", "adamw", "amsgrad"):
+        assert epk.schedule == "backward"
     if opt_name in ("sgd", "adam", "dampening"):
         assert float(d.weight_decay.abs().max()) == 0.0
     else:
@@ -189,3 +192,48 @@ def test_model_changed_after_recording(train, tmp_path):
     traj.model.add_module("extra", nn.Linear(3, 3).double())
     with pytest.raises(ValueError, match="different model.*extra"):
         ExactPathKernel(traj)
+
+
+@pytest.mark.parametrize("opt_name_", ["momentum", "dampening", "nesterov"])
+def test_factored_momentum_schedule_matches_reference_and_backward(train, x_test, opt_name_):
+    traj = train(opt_name_)
+    fac = ExactPathKernel(traj, schedule="factored", output="log_probs")
+    back = ExactPathKernel(traj, schedule="backward", output="log_probs")
+    assert fac.schedule == "factored" and back.schedule == "backward"
+    d1 = fac.decompose(x_test, kernel_steps=[0, 4])
+    d2 = back.decompose(x_test, kernel_steps=[0, 4])
+    for name in ("attributions", "kernel", "prediction", "weight_decay"):
+        torch.testing.assert_close(getattr(d1, name), getattr(d2, name), rtol=1e-13, atol=1e-15)
+    ref = reference_path_decomposition(traj, x_test, output="log_probs", nodes=8)
+    assert _per_example_rel(d1.attributions, ref.attributions) < 1e-8
+
+
+def test_factored_window_is_truncated_at_round_off(tanh_mlp, toy_data, x_test):
+    torch.manual_seed(0)
+    model = tanh_mlp()
+    X, y = toy_data()
+    traj = fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.1),
+               epochs=4, batch_size=2)  # fmt: skip
+    from kernelens.epk.passes import window_length
+
+    mean, longest = window_length([traj.step_rules(s) for s in range(traj.num_steps)], True)
+    assert (
+        traj.num_steps == 24 and longest == 19 and mean < longest
+    )  # 0.1^18 < 2^-60: older batches dropped
+    d1 = ExactPathKernel(traj, schedule="factored").decompose(x_test)
+    d2 = ExactPathKernel(traj, schedule="backward").decompose(x_test)
+    torch.testing.assert_close(d1.attributions, d2.attributions, rtol=1e-13, atol=1e-16)
+
+
+def test_factored_schedule_needs_scalar_coefficients(train):
+    with pytest.raises(ValueError, match="schedule='factored' needs .* Adam"):
+        ExactPathKernel(train("adam"), schedule="factored")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        ExactPathKernel(train("sgd"), schedule="fast")
+    sgd = train("sgd")
+    assert ExactPathKernel(sgd).schedule == "factored"  # plain SGD: always factored
+    back = ExactPathKernel(sgd, schedule="backward")
+    assert back.schedule == "backward"
+    x = torch.randn(2, 2, dtype=torch.float64)
+    torch.testing.assert_close(back.attributions(x), ExactPathKernel(sgd).attributions(x),
+                               rtol=1e-13, atol=1e-16)  # fmt: skip

@@ -25,18 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._memory import element_size, tile_size
+from .._memory import element_size, resolve_memory_budget, tile_size
 from .._validation import check_choice, check_positive, check_positive_int
 from ..ntk import Factors
 from .gp import path_gp_variance
 from .integration import AUTO_NODES, PathIntegrator
-from .passes import KernelSteps, decompose_tile
+from .passes import KernelSteps, decompose_tile, window_length
 from .path import OUTPUTS, PathModel
 from .quadrature import RULES
 from .results import EPKVerificationError, PathDecomposition, VerifyReport
 from .trajectory import Trajectory
 
-__all__ = ["OUTPUTS", "ExactPathKernel"]
+__all__ = ["OUTPUTS", "SCHEDULES", "ExactPathKernel"]
+
+#: How the example part is accumulated (see :mod:`kernelens.epk.passes`).
+SCHEDULES = ("auto", "factored", "backward")
 
 _RECORD_HINT = (
     "record the training run instead: traj = kernelens.epk.fit(model, X, y, optimizer=..., "
@@ -81,6 +84,11 @@ class ExactPathKernel:
         dtype: compute dtype (float64 by default, whatever the model's dtype).
         memory_budget: bytes for the per-tile working set (None: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         show_progress: progress bar over steps (None: only on a terminal).
+        schedule: ``"auto"``, ``"factored"`` or ``"backward"``: how the example part is
+            accumulated (:mod:`kernelens.epk.passes`). Plain SGD is always factored; SGD with
+            momentum or Nesterov is factored (a geometric window of batch factors) when that
+            is estimated cheaper than the dense backward pass; Adam/AdamW always backward.
+            Both give the same numbers to round-off.
 
     Results that miss the tolerance (unconverged intervals) or steps the recorded gradients do
     not explain (something changed the update behind the recorder) raise a ``UserWarning``
@@ -100,6 +108,7 @@ class ExactPathKernel:
         dtype: torch.dtype = torch.float64,
         memory_budget: int | float | None = None,
         show_progress: bool | None = None,
+        schedule: str = "auto",
     ) -> None:
         if isinstance(trajectory, nn.Module):
             raise TypeError(
@@ -143,10 +152,49 @@ class ExactPathKernel:
             locate_kinks=self.locate_kinks,
             memory_budget=memory_budget,
         )
-        rules = [r for s in range(trajectory.num_steps) for r in trajectory.step_rules(s)]
-        #: plain SGD: the factored per-step contraction (no parameter-space vectors per point)
-        self.structured = all(r.beta == 0.0 and not r.preconditioned for r in rules)
+        steps = [trajectory.step_rules(s) for s in range(trajectory.num_steps)]
+        rules = [r for st in steps for r in st]
         self._has_decay = any(r.l2 != 0.0 or r.decoupled != 0.0 for r in rules)
+        self._uniform = all(r == st[0] for st in steps for r in st)
+        #: ``"factored"`` (contractions of factors, no parameter-space vector per test point)
+        #: or ``"backward"`` (dense ``G_r`` per tile); see :mod:`kernelens.epk.passes`
+        self.schedule = self._choose_schedule(check_choice(schedule, "schedule", SCHEDULES),
+                                              steps)  # fmt: skip
+
+    def _choose_schedule(self, wanted: str, steps: list) -> str:
+        rules = [r for st in steps for r in st]
+        if wanted == "backward":
+            return wanted
+        if all(r.beta == 0.0 and not r.preconditioned for r in rules):
+            return "factored"  # plain SGD: one batch per step, always the cheapest
+        possible = self._uniform and not any(r.preconditioned for r in rules)
+        if wanted == "factored" and not possible:
+            raise ValueError(
+                "schedule='factored' needs an update law with scalar coefficients shared by all "
+                "param groups (SGD with momentum or Nesterov); Adam's per-entry denominators "
+                "and groups with different momentum need schedule='backward' (or 'auto')."
+            )
+        if wanted == "factored" or not possible:
+            return "factored" if possible else "backward"
+        # cost per test point and step: the window's contractions against dense G_r
+        traj = self.trajectory
+        rec = traj.step(0)
+        probe = self.path.factors(self.path.batch_inputs(rec)[:1], self.path.weights(0))
+        elems = _factor_bytes(probe) / element_size(self.dtype)
+        batch = sum(traj.step(s).batch_size for s in range(min(traj.num_steps, 8)))
+        batch /= min(traj.num_steps, 8)
+        nodes = 2 * AUTO_NODES[0]
+        mean, longest = window_length(steps, True)
+        factored = mean * nodes * batch * elems
+        dense = traj.num_outputs * self.path.num_params * (nodes + batch)
+        held = longest * batch * _factor_bytes(probe)  # the window's batch factors
+        fits = held <= resolve_memory_budget(self.memory_budget) / 2
+        return "factored" if factored <= dense and fits else "backward"
+
+    @property
+    def structured(self) -> bool:
+        """Whether the factored schedule is used (no parameter-space vector per test point)."""
+        return self.schedule == "factored"
 
     def __repr__(self) -> str:
         nodes = "auto" if self.adaptive else self.nodes
@@ -154,7 +202,7 @@ class ExactPathKernel:
             f"ExactPathKernel({self.trajectory.header.optimizer_class}, "
             f"steps={self.trajectory.num_steps}, examples={self.trajectory.num_examples}, "
             f"output={self.output!r}, nodes={nodes!r}, rtol={self.rtol:g}, "
-            f"schedule={'structured' if self.structured else 'backward'}, dtype={self.dtype})"
+            f"schedule={self.schedule}, dtype={self.dtype})"
         )
 
     # ------------------------------------------------------------------ public API
@@ -385,7 +433,8 @@ class ExactPathKernel:
                 self.path,
                 self._integrator,
                 x[k : k + rows],
-                structured=self.structured,
+                factored=self.structured,
+                uniform=self._uniform,
                 has_decay=self._has_decay,
                 start_nodes=self.nodes,
                 want_attr=attributions,

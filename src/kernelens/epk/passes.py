@@ -4,10 +4,13 @@
   ``Delta_s`` into the example part ``E_s`` (the optimizer law applied to the batch gradients),
   the weight-decay part and the residual ``R_s``, and integrates along the step
   (:class:`~kernelens.epk.integration.PathIntegrator`).
-* *structured* (plain SGD, every update is ``-lr * e_s``): at each accepted quadrature node the
-  test factors contract directly with the batch's loss-gradient factors
-  (:func:`structured_step`); no parameter-space vector per test point is formed.
-* *dense* (momentum, Nesterov, Adam, AdamW): :func:`backward_pass` accumulates ``G_r``
+* *factored* (SGD with or without momentum or Nesterov; every coefficient of the update law a
+  scalar): at each accepted quadrature node the test factors contract directly with the
+  loss-gradient factors of the batches still carried by the momentum buffer
+  (:class:`FactoredWindow`, a geometric window truncated at round-off; one batch for plain
+  SGD); no parameter-space vector per test point is formed.
+* *backward* (Adam, AdamW, whose per-entry denominators break the factored structure, and
+  momentum runs where the window would cost more): :func:`backward_pass` accumulates ``G_r``
   (``[T, O, P]`` per tile) backwards with :class:`~kernelens.epk.optim.BackwardAccumulator`
   from the logged nodes and contracts it with each batch's gradients.
 """
@@ -22,12 +25,25 @@ import torch
 from .._progress import progress
 from ..ntk import Factors, contract, dense_dot, vjp
 from .integration import AcceptedNodes, NodeCallback, PathIntegrator
-from .optim import BackwardAccumulator, forward_update, gradient_tolerance, roundoff_tolerance
+from .optim import (
+    BackwardAccumulator,
+    StepRule,
+    forward_update,
+    gradient_tolerance,
+    roundoff_tolerance,
+)
 from .path import PathModel
 from .results import PathDecomposition
 from .trajectory import StepRecord
 
-__all__ = ["KernelSteps", "StepUpdate", "backward_pass", "decompose_tile", "structured_step"]
+__all__ = [
+    "FactoredWindow",
+    "KernelSteps",
+    "StepUpdate",
+    "backward_pass",
+    "decompose_tile",
+    "window_length",
+]
 
 Tensors = dict[str, torch.Tensor]
 #: ``None`` (no kernel values), ``"sum"`` or a list of steps.
@@ -111,10 +127,6 @@ def _kernel_slot(kernel_steps: KernelSteps, s: int) -> int | None:
     return kernel_steps.index(s) if s in kernel_steps else None
 
 
-def _alphas(path: PathModel, rec: StepRecord) -> dict[str, float]:
-    return {k: rec.rules[path.group_of[k]].alpha for k in path.names}
-
-
 @dataclass
 class _Accumulators:
     """Per-tile sums the passes add into."""
@@ -124,46 +136,114 @@ class _Accumulators:
     kernel: torch.Tensor | None  # [K, T, N, O, O]
 
 
-def structured_step(
-    path: PathModel,
-    rec: StepRecord,
-    w0: Tensors,
-    acc: _Accumulators,
-    slot: int | None,
-) -> NodeCallback:
-    """Plain SGD: the example part of step ``rec`` is ``-alpha_g e_s`` per group, so each node's
-    factors contract directly with the batch's (alpha-scaled) gradient factors."""
-    b = rec.batch_size
-    xb = path.batch_inputs(rec)
-    alphas = _alphas(path, rec)
-    train = path.factors(xb, w0, cotangents=path.output_grads(rec), view=False).scale_(alphas)
-    jac: Factors | None = None
-    if slot is not None:
-        scaled = {k: a * rec.grad_scale for k, a in alphas.items()}
-        jac = path.factors(xb, w0).scale_(scaled)
-    idx = rec.indices
-    t_n = acc.example_total.shape[0]
+#: A window entry is dropped once its coefficient has decayed below this fraction of its first
+#: (the geometric tail it leaves out is below float64 round-off of the entry's contribution).
+WINDOW_CUTOFF = 2.0**-60
 
-    def rows(values: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-        """``values`` for the points ``pts`` as rows of all ``t_n`` points (zeros elsewhere),
-        so the scatter over examples is one in-place index_add_."""
-        if pts.numel() == t_n:
-            return values
-        out = values.new_zeros(t_n, *values.shape[1:])
-        out[pts] = values
-        return out
 
-    def on_nodes(pts: torch.Tensor, nodes: list[tuple[float, float, Factors]]) -> None:
-        for _, q, fac in nodes:
-            a = (-q / b) * contract(fac, train)[:, :, :, 0].transpose(1, 2)  # [P, b, O]
-            acc.example_total[pts] += a.sum(1)
-            if acc.attributions is not None:
-                acc.attributions.index_add_(1, idx, rows(a, pts))
-            if jac is not None:
-                k = (q / b) * contract(fac, jac).transpose(1, 2)  # [P, b, O, O]
-                acc.kernel[slot].index_add_(1, idx, rows(k, pts))
+@dataclass
+class _WindowEntry:
+    """Step ``r``'s batch, kept while later steps still carry its gradient (momentum)."""
 
-    return on_nodes
+    step: int
+    indices: torch.Tensor
+    batch: int
+    train: Factors  # loss-gradient factors at w_r, pre-scaled per group
+    jac: Factors | None  # output factors at w_r (kernel values), pre-scaled per group
+    slot: int | None
+    carried: float  # kappa_r prod_{j=r+1}^{s} rho_j
+    first: float
+
+
+def factored_coefficients(rules: tuple[StepRule, ...], uniform: bool) -> tuple[dict, float, float]:
+    """For a step with ``rules``: the per-group pre-scale of its own factors, and the scalars
+    ``(alpha_s, beta_s)`` of the uniform law (see :class:`FactoredWindow`)."""
+    if not uniform:  # pure SGD with per-group step sizes: fold alpha into the factors
+        return {g: r.alpha for g, r in enumerate(rules)}, -1.0, 0.0
+    r = rules[0]
+    return {g: 1.0 for g in range(len(rules))}, -r.alpha, -r.beta
+
+
+class FactoredWindow:
+    """The example part of every step without a preconditioner, in factored form.
+
+    ``Delta_s``'s example part is ``sum_{r <= s} c_{s,r} e_r`` with scalars
+    ``c_{s,s} = -(alpha_s + beta_s kappa_s)`` and ``c_{s,r} = -beta_s kappa_r prod_{j=r+1}^{s}
+    rho_j``; so each accepted node of step ``s`` contracts its test factors with the batch
+    factors of the steps ``r`` still in a geometric window (dropped at round-off,
+    :data:`WINDOW_CUTOFF`). Plain SGD (``beta = 0``) keeps one step: the paper's
+    structured algorithm. Requires every param group to follow the same law (``uniform``),
+    except for plain SGD, whose per-group step sizes are folded into the factors.
+    """
+
+    def __init__(self, path: PathModel, acc: _Accumulators, uniform: bool) -> None:
+        self.path = path
+        self.acc = acc
+        self.uniform = uniform
+        self.entries: list[_WindowEntry] = []
+
+    def push(self, rec: StepRecord, w0: Tensors, slot: int | None) -> NodeCallback:
+        """Enter step ``rec`` (at weights ``w0``); returns its node callback."""
+        path = self.path
+        pre, alpha, beta = factored_coefficients(rec.rules, self.uniform)
+        scales = {k: pre[path.group_of[k]] for k in path.names}
+        r = rec.rules[0]
+        for entry in self.entries:  # carry the buffer one step on
+            entry.carried *= r.rho if self.uniform else 0.0
+        self.entries = [e for e in self.entries if abs(e.carried) > WINDOW_CUTOFF * abs(e.first)]
+        xb = path.batch_inputs(rec)
+        train = path.factors(xb, w0, cotangents=path.output_grads(rec), view=False)
+        jac = None
+        if slot is not None:
+            jac = path.factors(xb, w0).scale_({k: -v * rec.grad_scale for k, v in scales.items()})
+        kappa = r.kappa if self.uniform else 0.0
+        self.entries.append(_WindowEntry(rec.step, rec.indices, rec.batch_size,
+                                         train.scale_(scales), jac, slot, kappa, kappa or 1.0))  # fmt: skip
+        coefs = [beta * e.carried for e in self.entries[:-1]] + [alpha + beta * kappa]
+        live = [(e, c) for e, c in zip(self.entries, coefs) if c != 0.0]
+        acc, t_n = self.acc, self.acc.example_total.shape[0]
+
+        def rows(values: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+            """``values`` for the points ``pts`` as rows of all ``t_n`` points (zeros
+            elsewhere), so the scatter over examples is one in-place index_add_."""
+            if pts.numel() == t_n:
+                return values
+            out = values.new_zeros(t_n, *values.shape[1:])
+            out[pts] = values
+            return out
+
+        def on_nodes(pts: torch.Tensor, nodes: list[tuple[float, float, Factors]]) -> None:
+            for _, q, fac in nodes:
+                for e, c in live:
+                    a = (c * q / e.batch) * contract(fac, e.train)[:, :, :, 0].transpose(1, 2)
+                    acc.example_total[pts] += a.sum(1)  # a: [P, b, O]
+                    if acc.attributions is not None:
+                        acc.attributions.index_add_(1, e.indices, rows(a, pts))
+                    if e.jac is not None:
+                        k = (c * q / e.batch) * contract(fac, e.jac).transpose(1, 2)
+                        acc.kernel[e.slot].index_add_(1, e.indices, rows(k, pts))
+
+        return on_nodes
+
+
+def window_length(rules: list[tuple[StepRule, ...]], uniform: bool) -> tuple[float, int]:
+    """``(mean, max)`` number of batches :class:`FactoredWindow` holds per step (scalars only)."""
+    first: list[float] = []
+    carried: list[float] = []
+    total, longest = 0, 1
+    for step in rules:
+        r = step[0]
+        carried = [c * (r.rho if uniform else 0.0) for c in carried]
+        keep = [abs(c) > WINDOW_CUTOFF * abs(f) for c, f in zip(carried, first)]
+        carried = [c for c, k in zip(carried, keep) if k]
+        first = [f for f, k in zip(first, keep) if k]
+        kappa = r.kappa if uniform else 0.0
+        carried.append(kappa)
+        first.append(kappa or 1.0)
+        size = len(carried) if uniform and r.beta != 0.0 else 1
+        total += size
+        longest = max(longest, size)
+    return total / max(len(rules), 1), longest
 
 
 def backward_pass(
@@ -218,7 +298,8 @@ def decompose_tile(
     integrator: PathIntegrator,
     x: torch.Tensor,
     *,
-    structured: bool,
+    factored: bool,
+    uniform: bool,
     has_decay: bool,
     start_nodes: int,
     want_attr: bool,
@@ -249,6 +330,7 @@ def decompose_tile(
     buffers: tuple[Tensors, Tensors, Tensors] = ({}, {}, {})  # example, decay, tolerance
     w0, f0 = w_first, initial
     start = start_nodes
+    window = FactoredWindow(path, acc, uniform) if factored else None
     for s in progress(range(S), desc="epk steps", enable=show_progress):
         rec = traj.step(s)
         w1 = path.weights(s + 1)
@@ -260,8 +342,8 @@ def decompose_tile(
         rows = [upd.delta, upd.residual, upd.decay] if has_decay else [upd.delta, upd.residual]
         tangents = {k: torch.stack([r[k] for r in rows]) for k in path.names}
         on_nodes = None
-        if structured:
-            on_nodes = structured_step(path, rec, w0, acc, _kernel_slot(kernel_steps, s))
+        if window is not None:
+            on_nodes = window.push(rec, w0, _kernel_slot(kernel_steps, s))
         step = integrator.integrate(x, w0, upd.delta, f0, f1, scale, tangents, on_nodes, start)
         node_log.append(step.nodes)
         start = step.next_start
@@ -274,7 +356,7 @@ def decompose_tile(
         unconverged[s] = step.unconverged
         w0, f0 = w1, f1
 
-    if not structured:
+    if window is None:
         backward_pass(path, x, node_log, acc, kernel_steps, show_progress)
     kernel = acc.kernel
     if kernel is not None and kernel_steps == "sum":
