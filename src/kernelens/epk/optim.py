@@ -272,19 +272,24 @@ class BackwardAccumulator:
         gbar: Tensors,
         preconditioners: Tensors | None,
     ) -> dict[str, torch.Tensor]:
-        """Step ``r``'s rules and ``gbar_r`` (per parameter ``[M, *shape]``) -> ``G_r``."""
+        """Step ``r``'s rules and ``gbar_r`` (per parameter ``[M, *shape]``) -> ``G_r``.
+
+        ``gbar``'s tensors are consumed (overwritten in place, saving a pass over memory)."""
         g_out, h_new = {}, {}
         for name, gb in gbar.items():
             r = rules[self.group_of[name]]
-            u = -gb
+            u = gb.neg_()
             if r.preconditioned:
                 if preconditioners is None:
                     raise ValueError("a preconditioned step needs its preconditioners.")
-                u = u / preconditioners[name].to(u.dtype)
-            h = r.beta * u
+                u.div_(preconditioners[name].to(u.dtype))
+            h = u * r.beta
             if self._h is not None and self._next_rules is not None:
-                h = h + self._next_rules[self.group_of[name]].rho * self._h[name]
+                h.add_(self._h[name], alpha=self._next_rules[self.group_of[name]].rho)
             h_new[name] = h
-            g_out[name] = r.alpha * u + r.kappa * h
+            g = h * r.kappa
+            if r.alpha != 0.0:
+                g.add_(u, alpha=r.alpha)
+            g_out[name] = g
         self._h, self._next_rules = h_new, rules
         return g_out

@@ -270,8 +270,12 @@ def backward_pass(
         for node in node_log[r]:
             w_t = {k: w0[k] + node.t * delta[k] for k in names}
             dense = path.factors(x[node.points], w_t).to_dense_dict()
+            whole = node.points.numel() == t_n
             for k in names:
-                gbar[k][node.points] += node.weight * dense[k]
+                if whole:
+                    gbar[k].add_(dense[k], alpha=node.weight)
+                else:
+                    gbar[k].index_add_(0, node.points, dense[k], alpha=node.weight)
         G = accumulator.push(
             rec.rules,
             {k: v.reshape(t_n * o, *shapes[k]) for k, v in gbar.items()},
