@@ -40,6 +40,7 @@ __all__ = [
     "FactoredWindow",
     "KernelSteps",
     "StepUpdate",
+    "WindowCoefficients",
     "backward_pass",
     "decompose_tile",
     "window_length",
@@ -145,61 +146,77 @@ WINDOW_CUTOFF = 2.0**-60
 class _WindowEntry:
     """Step ``r``'s batch, kept while later steps still carry its gradient (momentum)."""
 
-    step: int
     indices: torch.Tensor
     batch: int
     train: Factors  # loss-gradient factors at w_r, pre-scaled per group
     jac: Factors | None  # output factors at w_r (kernel values), pre-scaled per group
     slot: int | None
-    carried: float  # kappa_r prod_{j=r+1}^{s} rho_j
-    first: float
 
 
-def factored_coefficients(rules: tuple[StepRule, ...], uniform: bool) -> tuple[dict, float, float]:
-    """For a step with ``rules``: the per-group pre-scale of its own factors, and the scalars
-    ``(alpha_s, beta_s)`` of the uniform law (see :class:`FactoredWindow`)."""
-    if not uniform:  # pure SGD with per-group step sizes: fold alpha into the factors
-        return {g: r.alpha for g, r in enumerate(rules)}, -1.0, 0.0
-    r = rules[0]
-    return {g: 1.0 for g in range(len(rules))}, -r.alpha, -r.beta
+class WindowCoefficients:
+    """The scalars ``c_{s,r}`` of the batches a momentum buffer still carries, step by step.
+
+    ``c_{s,s} = -(alpha_s + beta_s kappa_s)`` and ``c_{s,r} = -beta_s kappa_r
+    prod_{j=r+1..s} rho_j``; a batch leaves once ``kappa_r prod rho`` has decayed below
+    :data:`WINDOW_CUTOFF` of ``kappa_r`` (beyond float64 round-off of its contribution).
+    Without ``uniform`` laws (plain SGD with per-group step sizes folded into the factors) the
+    window is the step's own batch with coefficient -1.
+    """
+
+    def __init__(self, uniform: bool) -> None:
+        self.uniform = uniform
+        self._carried: list[float] = []
+        self._first: list[float] = []
+
+    def advance(self, rules: tuple[StepRule, ...]) -> tuple[list[bool], list[float]]:
+        """Enter the next step: which earlier batches stay (in order) and the coefficients of
+        the batches then in the window (this step's last)."""
+        r = rules[0]
+        rho, kappa = (r.rho, r.kappa) if self.uniform else (0.0, 0.0)
+        carried = [c * rho for c in self._carried]
+        keep = [abs(c) > WINDOW_CUTOFF * abs(f) for c, f in zip(carried, self._first)]
+        self._carried = [c for c, k in zip(carried, keep) if k] + [kappa]
+        self._first = [f for f, k in zip(self._first, keep) if k] + [kappa or 1.0]
+        if not self.uniform:
+            return keep, [-1.0]
+        return keep, [-r.beta * c for c in self._carried[:-1]] + [-(r.alpha + r.beta * kappa)]
+
+
+def _group_scales(rules: tuple[StepRule, ...], uniform: bool) -> dict[int, float]:
+    """The per-group factor pre-scale: 1 for uniform laws, plain SGD's step sizes otherwise."""
+    return {g: 1.0 if uniform else r.alpha for g, r in enumerate(rules)}
 
 
 class FactoredWindow:
-    """The example part of every step without a preconditioner, in factored form.
-
-    ``Delta_s``'s example part is ``sum_{r <= s} c_{s,r} e_r`` with scalars
-    ``c_{s,s} = -(alpha_s + beta_s kappa_s)`` and ``c_{s,r} = -beta_s kappa_r prod_{j=r+1}^{s}
-    rho_j``; so each accepted node of step ``s`` contracts its test factors with the batch
-    factors of the steps ``r`` still in a geometric window (dropped at round-off,
-    :data:`WINDOW_CUTOFF`). Plain SGD (``beta = 0``) keeps one step: the paper's
-    structured algorithm. Requires every param group to follow the same law (``uniform``),
-    except for plain SGD, whose per-group step sizes are folded into the factors.
+    """The example part of every step without a preconditioner, in factored form: each
+    accepted node of step ``s`` contracts its test factors with the batch factors of the
+    steps still in the window, times :class:`WindowCoefficients`. Plain SGD keeps one batch:
+    the paper's structured algorithm. Requires every param group to follow the same law
+    (``uniform``), except for plain SGD, whose per-group step sizes go into the factors.
     """
 
     def __init__(self, path: PathModel, acc: _Accumulators, uniform: bool) -> None:
         self.path = path
         self.acc = acc
         self.uniform = uniform
+        self.coefficients = WindowCoefficients(uniform)
         self.entries: list[_WindowEntry] = []
 
     def push(self, rec: StepRecord, w0: Tensors, slot: int | None) -> NodeCallback:
         """Enter step ``rec`` (at weights ``w0``); returns its node callback."""
         path = self.path
-        pre, alpha, beta = factored_coefficients(rec.rules, self.uniform)
+        pre = _group_scales(rec.rules, self.uniform)
         scales = {k: pre[path.group_of[k]] for k in path.names}
-        r = rec.rules[0]
-        for entry in self.entries:  # carry the buffer one step on
-            entry.carried *= r.rho if self.uniform else 0.0
-        self.entries = [e for e in self.entries if abs(e.carried) > WINDOW_CUTOFF * abs(e.first)]
+        keep, coefs = self.coefficients.advance(rec.rules)
+        self.entries = [e for e, k in zip(self.entries, keep) if k]
         xb = path.batch_inputs(rec)
         train = path.factors(xb, w0, cotangents=path.output_grads(rec), view=False)
         jac = None
         if slot is not None:
             jac = path.factors(xb, w0).scale_({k: -v * rec.grad_scale for k, v in scales.items()})
-        kappa = r.kappa if self.uniform else 0.0
-        self.entries.append(_WindowEntry(rec.step, rec.indices, rec.batch_size,
-                                         train.scale_(scales), jac, slot, kappa, kappa or 1.0))  # fmt: skip
-        coefs = [beta * e.carried for e in self.entries[:-1]] + [alpha + beta * kappa]
+        self.entries.append(
+            _WindowEntry(rec.indices, rec.batch_size, train.scale_(scales), jac, slot)
+        )
         live = [(e, c) for e, c in zip(self.entries, coefs) if c != 0.0]
         acc, t_n = self.acc, self.acc.example_total.shape[0]
 
@@ -227,23 +244,10 @@ class FactoredWindow:
 
 
 def window_length(rules: list[tuple[StepRule, ...]], uniform: bool) -> tuple[float, int]:
-    """``(mean, max)`` number of batches :class:`FactoredWindow` holds per step (scalars only)."""
-    first: list[float] = []
-    carried: list[float] = []
-    total, longest = 0, 1
-    for step in rules:
-        r = step[0]
-        carried = [c * (r.rho if uniform else 0.0) for c in carried]
-        keep = [abs(c) > WINDOW_CUTOFF * abs(f) for c, f in zip(carried, first)]
-        carried = [c for c, k in zip(carried, keep) if k]
-        first = [f for f, k in zip(first, keep) if k]
-        kappa = r.kappa if uniform else 0.0
-        carried.append(kappa)
-        first.append(kappa or 1.0)
-        size = len(carried) if uniform and r.beta != 0.0 else 1
-        total += size
-        longest = max(longest, size)
-    return total / max(len(rules), 1), longest
+    """``(mean, max)`` number of batches :class:`FactoredWindow` contracts with per step."""
+    window = WindowCoefficients(uniform)
+    sizes = [sum(c != 0.0 for c in window.advance(step)[1]) or 1 for step in rules]
+    return sum(sizes) / max(len(sizes), 1), max(sizes, default=1)
 
 
 def backward_pass(
