@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from kernelens.epk import EPKVerificationError, ExactPathKernel, Trajectory, fit
+from kernelens.epk.passes import window_length
 from kernelens.epk.reference import reference_path_decomposition
 
 
@@ -214,8 +215,6 @@ def test_factored_window_is_truncated_at_round_off(tanh_mlp, toy_data, x_test):
     X, y = toy_data()
     traj = fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.1),
                epochs=4, batch_size=2)  # fmt: skip
-    from kernelens.epk.passes import window_length
-
     mean, longest = window_length([traj.step_rules(s) for s in range(traj.num_steps)], True)
     assert (
         traj.num_steps == 24 and longest == 19 and mean < longest

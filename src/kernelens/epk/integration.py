@@ -13,7 +13,7 @@ For a step ``w_s -> w_s + Delta_s`` and test points ``x`` ``[T, ...]`` the integ
 3. then locate kinks again inside the failing piece (finer grid) and split there, or bisect
    it, with 4 nodes per part, down to ``max_depth``.
 
-Accepted nodes go to a callback (the structured SGD contraction) and to the returned log (the
+Accepted nodes go to a callback (the factored contraction) and to the returned log (the
 backward pass of momentum and Adam).
 """
 

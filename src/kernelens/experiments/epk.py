@@ -424,7 +424,7 @@ def epk_optimizers(quick: bool = True) -> Result:
             for s in range(traj.num_steps)
         )  # fmt: skip
         acc = float((_network(traj, data.X_test).argmax(1) == data.y_test).double().mean())
-        rows.append([o, "structured" if epk.structured else "dense (backward G_r)", acc,
+        rows.append([o, epk.schedule, acc,
                      rep.max_rel_error, path, float(top10.mean()), elapsed])  # fmt: skip
         metrics[f"{o}_max_rel_error"] = rep.max_rel_error
     for i, o1 in enumerate(names):
