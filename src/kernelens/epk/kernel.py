@@ -30,6 +30,7 @@ from .._validation import check_choice, check_positive, check_positive_int
 from ..ntk import Factors
 from .gp import path_gp_variance
 from .integration import AUTO_NODES, PathIntegrator
+from .optim import StepRule
 from .passes import KernelSteps, decompose_tile, window_length
 from .path import OUTPUTS, PathModel
 from .quadrature import RULES
@@ -161,7 +162,7 @@ class ExactPathKernel:
         self.schedule = self._choose_schedule(check_choice(schedule, "schedule", SCHEDULES),
                                               steps)  # fmt: skip
 
-    def _choose_schedule(self, wanted: str, steps: list) -> str:
+    def _choose_schedule(self, wanted: str, steps: list[tuple[StepRule, ...]]) -> str:
         rules = [r for st in steps for r in st]
         if wanted == "backward":
             return wanted
