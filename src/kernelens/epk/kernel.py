@@ -25,13 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._memory import element_size, resolve_memory_budget, tile_size
+from .._memory import tile_size
 from .._validation import check_choice, check_positive, check_positive_int
-from ..ntk import Factors
 from .gp import path_gp_variance
 from .integration import AUTO_NODES, PathIntegrator
-from .optim import StepRule
-from .passes import KernelSteps, decompose_tile, window_length
+from .passes import SCHEDULES as PASS_SCHEDULES
+from .passes import KernelSteps, bytes_per_test_point, choose_schedule, decompose_tile
 from .path import OUTPUTS, PathModel
 from .quadrature import RULES
 from .results import EPKVerificationError, PathDecomposition, VerifyReport
@@ -40,7 +39,7 @@ from .trajectory import Trajectory
 __all__ = ["OUTPUTS", "SCHEDULES", "ExactPathKernel"]
 
 #: How the example part is accumulated (see :mod:`kernelens.epk.passes`).
-SCHEDULES = ("auto", "factored", "backward")
+SCHEDULES = ("auto", *PASS_SCHEDULES)
 
 _RECORD_HINT = (
     "record the training run instead: traj = kernelens.epk.fit(model, X, y, optimizer=..., "
@@ -48,18 +47,6 @@ _RECORD_HINT = (
     "rec.step(x, y, indices) per batch), then ExactPathKernel(traj); a saved run loads with "
     "Trajectory.load(path, model)"
 )
-
-
-def _factor_bytes(fac: Factors) -> int:
-    """Bytes per example held by a Factors object (its sites and dense blocks)."""
-    total = sum(s.bytes_per_example() for s in fac.sites)
-    total += sum(b.J[0].numel() * b.J.element_size() for b in fac.blocks)
-    return int(total)
-
-
-def _steps_text(steps: Sequence[int]) -> str:
-    shown = ", ".join(map(str, list(steps)[:10]))
-    return shown + (f", ... ({len(steps)} steps)" if len(steps) > 10 else "")
 
 
 class ExactPathKernel:
@@ -154,43 +141,13 @@ class ExactPathKernel:
             memory_budget=memory_budget,
         )
         steps = [trajectory.step_rules(s) for s in range(trajectory.num_steps)]
-        rules = [r for st in steps for r in st]
-        self._has_decay = any(r.l2 != 0.0 or r.decoupled != 0.0 for r in rules)
+        self._has_decay = any(r.l2 != 0.0 or r.decoupled != 0.0 for st in steps for r in st)
         self._uniform = all(r == st[0] for st in steps for r in st)
         #: ``"factored"`` (contractions of factors, no parameter-space vector per test point)
         #: or ``"backward"`` (dense ``G_r`` per tile); see :mod:`kernelens.epk.passes`
-        self.schedule = self._choose_schedule(check_choice(schedule, "schedule", SCHEDULES),
-                                              steps)  # fmt: skip
-
-    def _choose_schedule(self, wanted: str, steps: list[tuple[StepRule, ...]]) -> str:
-        rules = [r for st in steps for r in st]
-        if wanted == "backward":
-            return wanted
-        if all(r.beta == 0.0 and not r.preconditioned for r in rules):
-            return "factored"  # plain SGD: one batch per step, always the cheapest
-        possible = self._uniform and not any(r.preconditioned for r in rules)
-        if wanted == "factored" and not possible:
-            raise ValueError(
-                "schedule='factored' needs an update law with scalar coefficients shared by all "
-                "param groups (SGD with momentum or Nesterov); Adam's per-entry denominators "
-                "and groups with different momentum need schedule='backward' (or 'auto')."
-            )
-        if wanted == "factored" or not possible:
-            return "factored" if possible else "backward"
-        # cost per test point and step: the window's contractions against dense G_r
-        traj = self.trajectory
-        rec = traj.step(0)
-        probe = self.path.factors(self.path.batch_inputs(rec)[:1], self.path.weights(0))
-        elems = _factor_bytes(probe) / element_size(self.dtype)
-        batch = sum(traj.step(s).batch_size for s in range(min(traj.num_steps, 8)))
-        batch /= min(traj.num_steps, 8)
-        nodes = 2 * AUTO_NODES[0]
-        mean, longest = window_length(steps, True)
-        factored = mean * nodes * batch * elems
-        dense = traj.num_outputs * self.path.num_params * (nodes + batch)
-        held = longest * batch * _factor_bytes(probe)  # the window's batch factors
-        fits = held <= resolve_memory_budget(self.memory_budget) / 2
-        return "factored" if factored <= dense and fits else "backward"
+        self.schedule = choose_schedule(
+            self.path, steps, check_choice(schedule, "schedule", SCHEDULES), memory_budget
+        )
 
     @property
     def structured(self) -> bool:
@@ -333,7 +290,7 @@ class ExactPathKernel:
         )
         if strict and not report.passed:
             raise EPKVerificationError(
-                "the path decomposition is not exact: " + "; ".join(self._problems(d)) + ".",
+                "the path decomposition is not exact: " + "; ".join(d.problems(self.rtol)) + ".",
                 report,
             )
         return report
@@ -394,41 +351,19 @@ class ExactPathKernel:
         or a list of steps), kernel values. Test points are processed in tiles that fit the
         memory budget. Warns (``UserWarning``) where the result is not exact."""
         d = self._decompose(self.path.check_x(x_test), attributions, kernel_steps)
-        problems = self._problems(d)
+        problems = d.problems(self.rtol)
         if problems:
             warnings.warn(
                 "ExactPathKernel: " + "; ".join(problems) + ".", UserWarning, stacklevel=2
             )
         return d
 
-    def _problems(self, d: PathDecomposition) -> list[str]:
-        out = []
-        if d.unexplained_steps:
-            worst = max(float(d.step_unexplained[s]) for s in d.unexplained_steps)
-            out.append(
-                f"the recorded loss gradients do not explain step(s) "
-                f"{_steps_text(d.unexplained_steps)} (unexplained residual |R_s|/|Delta_s| up "
-                f"to {worst:.3g}, beyond round-off): something changed the updates behind the "
-                "recorder (a weight clamp, a patched optimizer, check_updates=False), so the "
-                "attributions are not exact; record without it"
-            )
-        if d.unconverged:
-            steps = torch.nonzero(d.step_unconverged)[:, 0].tolist()
-            scale = float(d.network.abs().max()) or 1.0
-            est = float(d.step_residual[steps].max()) / scale
-            out.append(
-                f"the quadrature missed rtol={self.rtol:g} at step(s) {_steps_text(steps)} "
-                f"(error estimate {est:.3g} relative to max|f|, {d.unconverged} unconverged "
-                "intervals; pass nodes='auto', a larger max_depth, or keep locate_kinks=True)"
-            )
-        return out
-
     def _decompose(
         self, x: torch.Tensor, attributions: bool, kernel_steps: KernelSteps
     ) -> PathDecomposition:
         t_total = x.shape[0]
-        rows = tile_size(t_total, self._bytes_per_test_point(x, attributions, kernel_steps),
-                         self.memory_budget)  # fmt: skip
+        per_point = bytes_per_test_point(self.path, x, self.structured, attributions, kernel_steps)
+        rows = tile_size(t_total, per_point, self.memory_budget)
         parts = [
             decompose_tile(
                 self.path,
@@ -444,39 +379,4 @@ class ExactPathKernel:
             )
             for k in range(0, t_total, rows)
         ]
-        if len(parts) == 1:
-            return parts[0]
-        cat = lambda name, dim=0: torch.cat([getattr(p, name) for p in parts], dim)  # noqa: E731
-        return PathDecomposition(
-            initial=cat("initial"),
-            network=cat("network"),
-            example_total=cat("example_total"),
-            weight_decay=cat("weight_decay"),
-            residual=cat("residual"),
-            quadrature_residual=cat("quadrature_residual"),
-            step_residual=torch.stack([p.step_residual for p in parts]).amax(0),
-            step_unconverged=torch.stack([p.step_unconverged for p in parts]).sum(0),
-            step_unexplained=parts[0].step_unexplained,
-            unexplained_steps=parts[0].unexplained_steps,
-            evaluations=torch.stack([p.evaluations for p in parts]).sum(0),
-            attributions=cat("attributions") if attributions else None,
-            kernel=None
-            if kernel_steps is None
-            else cat("kernel", 0 if kernel_steps == "sum" else 1),
-        )
-
-    def _bytes_per_test_point(
-        self, x: torch.Tensor, attributions: bool, kernel_steps: KernelSteps
-    ) -> int:
-        elem = element_size(self.dtype)
-        n, o = self.trajectory.num_examples, self.trajectory.num_outputs
-        probe = self.path.factors(x[:1], self.path.weights(0))
-        per_point = 3 * _factor_bytes(probe)  # node factors alive plus contraction temporaries
-        if not self.structured:
-            per_point += 4 * o * self.path.num_params * elem  # gbar, H, G and a dense slice
-        if attributions:
-            per_point += n * o * elem
-        if kernel_steps is not None:
-            k = 1 if kernel_steps == "sum" else len(kernel_steps)
-            per_point += k * n * o * o * elem
-        return per_point
+        return PathDecomposition.concat(parts, kernel_steps)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .._memory import element_size, resolve_memory_budget
 from .._progress import progress
 from ..ntk import Factors, contract, dense_dot, vjp
-from .integration import AcceptedNodes, NodeCallback, PathIntegrator
+from .integration import AUTO_NODES, AcceptedNodes, NodeCallback, PathIntegrator
 from .optim import (
     BackwardAccumulator,
     StepRule,
@@ -37,11 +38,14 @@ from .results import PathDecomposition
 from .trajectory import StepRecord
 
 __all__ = [
+    "SCHEDULES",
     "FactoredWindow",
     "KernelSteps",
     "StepUpdate",
     "WindowCoefficients",
     "backward_pass",
+    "bytes_per_test_point",
+    "choose_schedule",
     "decompose_tile",
     "window_length",
 ]
@@ -49,6 +53,78 @@ __all__ = [
 Tensors = dict[str, torch.Tensor]
 #: ``None`` (no kernel values), ``"sum"`` or a list of steps.
 KernelSteps = str | list[int] | None
+#: The two schedules.
+SCHEDULES = ("factored", "backward")
+
+
+def factor_bytes(fac: Factors) -> int:
+    """Bytes per example held by a Factors object (its sites and dense blocks)."""
+    total = sum(s.bytes_per_example() for s in fac.sites)
+    total += sum(b.J[0].numel() * b.J.element_size() for b in fac.blocks)
+    return int(total)
+
+
+def choose_schedule(
+    path: PathModel,
+    steps: list[tuple[StepRule, ...]],
+    wanted: str,
+    memory_budget: int | float | None,
+) -> str:
+    """``"factored"`` or ``"backward"`` for the run's step rules (``wanted``: ``"auto"`` or
+    one of them). Plain SGD is factored unless ``"backward"`` is asked for; momentum is
+    factored when its window costs no more than the dense pass (per test point and step:
+    ``window x nodes x batch x factor size`` against ``O x P x (nodes + batch)``) and the
+    window's batch factors fit half the budget; preconditioned or non-uniform laws are
+    backward."""
+    rules = [r for st in steps for r in st]
+    if wanted == "backward":
+        return wanted
+    if all(r.beta == 0.0 and not r.preconditioned for r in rules):
+        return "factored"  # plain SGD: one batch per step, always the cheapest
+    uniform = all(r == st[0] for st in steps for r in st)
+    possible = uniform and not any(r.preconditioned for r in rules)
+    if wanted == "factored" and not possible:
+        raise ValueError(
+            "schedule='factored' needs an update law with scalar coefficients shared by all "
+            "param groups (SGD with momentum or Nesterov); Adam's per-entry denominators "
+            "and groups with different momentum need schedule='backward' (or 'auto')."
+        )
+    if wanted == "factored" or not possible:
+        return "factored" if possible else "backward"
+    traj = path.trajectory
+    probe = path.factors(path.batch_inputs(traj.step(0))[:1], path.weights(0))
+    elems = factor_bytes(probe) / element_size(path.dtype)
+    first = min(traj.num_steps, 8)
+    batch = sum(traj.step(s).batch_size for s in range(first)) / first
+    nodes = 2 * AUTO_NODES[0]
+    mean, longest = window_length(steps, True)
+    factored = mean * nodes * batch * elems
+    dense = traj.num_outputs * path.num_params * (nodes + batch)
+    held = longest * batch * factor_bytes(probe)  # the window's batch factors
+    fits = held <= resolve_memory_budget(memory_budget) / 2
+    return "factored" if factored <= dense and fits else "backward"
+
+
+def bytes_per_test_point(
+    path: PathModel,
+    x: torch.Tensor,
+    factored: bool,
+    attributions: bool,
+    kernel_steps: KernelSteps,
+) -> int:
+    """Working-set bytes per test point of :func:`decompose_tile` (for tiling)."""
+    elem = element_size(path.dtype)
+    n, o = path.trajectory.num_examples, path.trajectory.num_outputs
+    probe = path.factors(x[:1], path.weights(0))
+    per_point = 3 * factor_bytes(probe)  # node factors alive plus contraction temporaries
+    if not factored:
+        per_point += 4 * o * path.num_params * elem  # gbar, H, G and a dense slice
+    if attributions:
+        per_point += n * o * elem
+    if kernel_steps is not None:
+        k = 1 if kernel_steps == "sum" else len(kernel_steps)
+        per_point += k * n * o * o * elem
+    return per_point
 
 
 @dataclass

@@ -9,6 +9,11 @@ import torch
 __all__ = ["EPKVerificationError", "PathDecomposition", "VerifyReport"]
 
 
+def _steps_text(steps: list[int] | tuple[int, ...]) -> str:
+    shown = ", ".join(map(str, list(steps)[:10]))
+    return shown + (f", ... ({len(steps)} steps)" if len(steps) > 10 else "")
+
+
 @dataclass
 class PathDecomposition:
     """``f(x; w_S)`` split along the training path, for test points ``[T, ...]``.
@@ -61,6 +66,57 @@ class PathDecomposition:
     def unconverged(self) -> int:
         """(test point, interval) pairs accepted above the tolerance, over all steps."""
         return int(self.step_unconverged.sum())
+
+    @classmethod
+    def concat(cls, parts: list[PathDecomposition], kernel_steps: str | list[int] | None):
+        """The decomposition of all test points from the tiles ``parts`` (in order)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str, dim: int = 0) -> torch.Tensor:
+            return torch.cat([getattr(p, name) for p in parts], dim)
+
+        first = parts[0]
+        return cls(
+            initial=cat("initial"),
+            network=cat("network"),
+            example_total=cat("example_total"),
+            weight_decay=cat("weight_decay"),
+            residual=cat("residual"),
+            quadrature_residual=cat("quadrature_residual"),
+            step_residual=torch.stack([p.step_residual for p in parts]).amax(0),
+            step_unconverged=torch.stack([p.step_unconverged for p in parts]).sum(0),
+            step_unexplained=first.step_unexplained,  # a property of the steps, not the points
+            unexplained_steps=first.unexplained_steps,
+            evaluations=torch.stack([p.evaluations for p in parts]).sum(0),
+            attributions=None if first.attributions is None else cat("attributions"),
+            kernel=None
+            if kernel_steps is None
+            else cat("kernel", 0 if kernel_steps == "sum" else 1),
+        )
+
+    def problems(self, rtol: float) -> list[str]:
+        """Why this result is not exact, one sentence each (empty when it is)."""
+        out = []
+        if self.unexplained_steps:
+            worst = max(float(self.step_unexplained[s]) for s in self.unexplained_steps)
+            out.append(
+                f"the recorded loss gradients do not explain step(s) "
+                f"{_steps_text(self.unexplained_steps)} (unexplained residual |R_s|/|Delta_s| "
+                f"up to {worst:.3g}, beyond round-off): something changed the updates behind "
+                "the recorder (a weight clamp, a patched optimizer, check_updates=False), so "
+                "the attributions are not exact; record without it"
+            )
+        if self.unconverged:
+            steps = torch.nonzero(self.step_unconverged)[:, 0].tolist()
+            scale = float(self.network.abs().max()) or 1.0
+            est = float(self.step_residual[steps].max()) / scale
+            out.append(
+                f"the quadrature missed rtol={rtol:g} at step(s) {_steps_text(steps)} "
+                f"(error estimate {est:.3g} relative to max|f|, {self.unconverged} unconverged "
+                "intervals; pass nodes='auto', a larger max_depth, or keep locate_kinks=True)"
+            )
+        return out
 
     def __repr__(self) -> str:
         t, o = self.initial.shape
