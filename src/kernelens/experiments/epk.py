@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,8 @@ from torch import nn
 
 from ..data import fashion_mnist, spirals, two_moons
 from ..epk import ExactPathKernel, Trajectory, fit
-from ..ntk import contract, jacobian_factors
+from ..epk.path import PathModel
+from ..ntk import contract
 from .registry import register
 from .result import Result, Table
 
@@ -290,12 +290,6 @@ def epk_fashion_mnist(quick: bool = True) -> Result:
 
 
 # ---------------------------------------------------------------------------- 3. TracIn
-def _log_prob_copy(model: nn.Module) -> nn.Module:
-    net = copy.deepcopy(model).to(DTYPE)
-    net.register_forward_hook(lambda _m, _i, out: F.log_softmax(out, dim=-1))
-    return net
-
-
 def _checkpoint_attributions(
     traj: Trajectory, x: torch.Tensor, checkpoints: list[int], every_step: bool
 ) -> torch.Tensor:
@@ -305,8 +299,7 @@ def _checkpoint_attributions(
     (the left-endpoint rule). Otherwise TracIn-CP: at each checkpoint every training example,
     weighted by ``lr / B`` (each example is seen once per epoch).
     """
-    net = _log_prob_copy(traj.model)
-    names = traj.param_names
+    path = PathModel(traj, "log_probs", DTYPE)  # the EPK's own log-probability view
     n, o = traj.num_examples, traj.num_outputs
     idx_all, X_all = traj.training_examples()
     y_all = torch.zeros(n, dtype=torch.int64)
@@ -316,13 +309,13 @@ def _checkpoint_attributions(
     out = torch.zeros(x.shape[0], n, o, dtype=DTYPE)
     for s in checkpoints:
         rec = traj.step(s)
-        w = {k: v.to(DTYPE) for k, v in traj.weights(s).items()}
+        w = path.weights(s)
         lr, b = rec.hyper[0]["lr"], rec.batch_size
-        test = jacobian_factors(net, x, weights=w, params=names)
+        test = path.factors(x, w)
         ids = rec.indices if every_step else idx_all
         xs = rec.inputs if every_step else X_all
         cot = -F.one_hot(y_all[ids], o).to(DTYPE)  # dloss/dlogp
-        train = jacobian_factors(net, xs.to(DTYPE), weights=w, params=names, cotangents=cot)
+        train = path.factors(xs.to(DTYPE), w, cotangents=cot)
         g = contract(test, train)[:, :, :, 0].transpose(1, 2)  # [T, n_ids, O]
         out.index_add_(1, ids, (-lr / b) * g)
     return out
@@ -431,7 +424,7 @@ def epk_optimizers(quick: bool = True) -> Result:
             for s in range(traj.num_steps)
         )  # fmt: skip
         acc = float((_network(traj, data.X_test).argmax(1) == data.y_test).double().mean())
-        rows.append([o, "structured" if epk.structured else "dense (backward G_r)", acc,
+        rows.append([o, epk.schedule, acc,
                      rep.max_rel_error, path, float(top10.mean()), elapsed])  # fmt: skip
         metrics[f"{o}_max_rel_error"] = rep.max_rel_error
     for i, o1 in enumerate(names):
