@@ -12,7 +12,7 @@ import torch
 from ...data import rfm_scaling
 from ...rfm import RFMRegressor
 from ..registry import register
-from ..result import Result, Table
+from ..result import Result, Table, seed_std
 
 __all__ = ["GRID", "defaults_sweep", "rfm_defaults"]
 
@@ -43,7 +43,7 @@ def defaults_sweep(
                     model.fit(s.X_train, s.y_train)
                     errs.append(float(((model.predict(s.X_test) - s.y_test) ** 2).mean()))
                 label = f"{value}" + (" (default)" if value == default[name] else "")
-                rows.append([name, label, d, float(np.mean(errs)), float(np.std(errs))])
+                rows.append([name, label, d, float(np.mean(errs)), seed_std(errs)])
     return rows
 
 

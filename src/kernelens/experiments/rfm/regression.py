@@ -21,7 +21,7 @@ from ...data import rfm_scaling
 from ...linalg import JitterWarning
 from ...rfm import RFMRegressor, agop
 from ..registry import register
-from ..result import Result, Table
+from ..result import Result, Table, seed_std
 
 __all__ = [
     "double_descent_curve",
@@ -63,7 +63,7 @@ def scaling_curve(
                 if name == "RFM" and seed == seeds[0]:
                     diags[d] = model.M_.diagonal().clone()
         for name, e in errs[d].items():
-            rows.append([d, name, float(np.mean(e)), float(np.std(e)), float(np.mean(secs[name]))])
+            rows.append([d, name, float(np.mean(e)), seed_std(e), float(np.mean(secs[name]))])
     return rows, errs, diags
 
 
@@ -100,7 +100,7 @@ def scaling_variants(
                     Xtr, Xte = Xtr @ Q, Xte @ Q
                 model = RFMRegressor(**params).fit(Xtr, s.y_train)
                 errs.append(_mse(model, Xte, s.y_test))
-            rows.append([label, inputs, float(np.mean(errs)), float(np.std(errs))])
+            rows.append([label, inputs, float(np.mean(errs)), seed_std(errs)])
     return rows
 
 
@@ -232,7 +232,7 @@ def double_descent_curve(
                 errs.append(_mse(model, s.X_test, s.y_test))
             curves[name].append(float(np.mean(errs)))
             stds[name].append(float(np.std(errs)))
-            rows.append([n, name, float(np.mean(errs)), float(np.std(errs))])
+            rows.append([n, name, float(np.mean(errs)), seed_std(errs)])
     return rows, curves, stds
 
 
