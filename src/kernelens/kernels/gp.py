@@ -10,6 +10,7 @@ import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._validation import check_positive
 from ..linalg import jittered_cholesky
 from .base import Kernel
@@ -19,7 +20,7 @@ from .sklearn_base import KernelEstimatorMixin, wrap_like
 __all__ = ["GaussianProcessRegressor"]
 
 
-class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
+class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixin):
     """GP regression with covariance ``amplitude * k(x, z)`` and noise variance ``alpha``.
 
     Args:

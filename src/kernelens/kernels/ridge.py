@@ -11,6 +11,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._validation import check_choice
 from ..linalg import conjugate_gradient, jittered_cholesky, solve_kernel_system
 from .base import Kernel
@@ -25,7 +26,7 @@ SOLVERS = ("auto", "cholesky", "cg", "eigenpro")
 LOO_CALIBRATION_POINTS = 256
 
 
-class KernelRidge(RegressorMixin, KernelEstimatorMixin):
+class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
     """Kernel ridge regression: ``(K + alpha I) coef = y``, ``f(x) = K(x, X) coef``.
 
     Args:

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write
+from .._files import write_atomic
 from .entry import anchor, not_reproduced, verdict_summary, verdict_text
 from .format import fmt, unshown_metrics
 
@@ -152,5 +152,5 @@ def write_html(
         "</body></html>"
     )
     path = out / "index.html"
-    atomic_write(path, page)
+    write_atomic(path, page)
     return path

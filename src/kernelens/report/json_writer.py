@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write
+from .._files import write_atomic
 
 __all__ = ["FORMAT", "VERSION", "read_results", "write_results"]
 
@@ -66,5 +66,5 @@ def write_results(out: Path, entries: list[dict[str, Any]], provenance: dict[str
     """Write ``results.json`` atomically; returns its path."""
     doc = {"format": FORMAT, "version": VERSION, "provenance": provenance, "entries": entries}
     path = out / FILENAME
-    atomic_write(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    write_atomic(path, json.dumps(_jsonable(doc), indent=1, allow_nan=False))
     return path

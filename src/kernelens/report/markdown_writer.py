@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write
+from .._files import write_atomic
 from .entry import anchor, not_reproduced, verdict_summary, verdict_text
 from .format import fmt, unshown_metrics
 
@@ -87,5 +87,5 @@ def write_markdown(
     for r in entries:
         parts += _entry(r)
     path = out / "index.md"
-    atomic_write(path, "\n".join(parts))
+    write_atomic(path, "\n".join(parts))
     return path

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ._files import atomic_write
+from .._files import write_atomic
 from .entry import ReportEntry
 from .format import one_point_table, png, record_tables
 from .html_writer import write_html
@@ -76,7 +76,7 @@ def _record(e: ReportEntry, out: Path, prov: dict[str, Any]) -> dict[str, Any]:
             continue
         data, info = png(fig)
         fname = f"figures/{e.name}_{i}.png"
-        atomic_write(out / fname, data)
+        write_atomic(out / fname, data)
         figures.append({"caption": caption, "file": fname, **info})
     rec.update(
         title=r.title,

@@ -27,6 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._persist import PersistMixin
 from .._progress import progress
 from .._validation import (
     check_choice,
@@ -51,7 +52,7 @@ class AGOPVanishedWarning(UserWarning):
     """The AGOP was zero (the fitted function is constant on the data); ``M`` was kept."""
 
 
-class _RFMBase(BaseEstimator):
+class _RFMBase(PersistMixin, BaseEstimator):
     """What the RFM regressor and classifier share: hyper-parameters and the RFM loop."""
 
     _multi_output = True
