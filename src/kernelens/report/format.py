@@ -10,6 +10,7 @@ from typing import Any
 
 import matplotlib.text
 from matplotlib.collections import LineCollection
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
 from ..experiments.result import Table
@@ -84,12 +85,22 @@ def one_point_table(caption: str, fig: Figure) -> Table | None:
                 return None
         if ax.images or ax.patches:
             return None
+        labels: dict[int, str] = {}  # an errorbar's label sits on its container
+        caps: set[int] = set()
+        for cont in ax.containers:
+            if isinstance(cont, ErrorbarContainer):
+                data_line, caplines, _ = cont.lines
+                if data_line is not None:
+                    labels[id(data_line)] = cont.get_label()
+                caps.update(id(cl) for cl in caplines)
         for line in ax.get_lines():
+            if id(line) in caps:
+                continue
             x, y = line.get_xdata(), line.get_ydata()
             if len(x) > 1:
                 return None
             if len(x) == 1:
-                label = line.get_label()
+                label = labels.get(id(line), line.get_label())
                 rows.append(
                     [
                         ax.get_title() or "-",
