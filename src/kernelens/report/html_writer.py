@@ -136,7 +136,7 @@ def write_html(
         f"<h1>{_e(title)}</h1>",
         '<nav><h2 id="contents">Contents</h2><ul class="toc">' + "".join(toc) + "</ul></nav>",
         '<h2 id="provenance">Provenance</h2>',
-        _table("This report was written by", ["", "value"], prov_rows),
+        _table("This report was written by", ["field", "value"], prov_rows),
         '<p class="meta">Each section also names the date and commit of its own run: running '
         "experiments one by one into the same directory replaces only their own sections.</p>",
         '<h2 id="overview">Overview</h2>',

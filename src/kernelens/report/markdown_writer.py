@@ -63,7 +63,10 @@ def write_markdown(
         parts.append("- [Claims we could not reproduce](#not-reproduced)")
     parts += [f"- [{r['title']}](#{anchor(r['name'])})" for r in entries]
     parts += ["", '<a id="provenance"></a>', "", "## Provenance", ""]
-    parts += [_table("This report was written by", ["", "value"], list(provenance.items())), ""]
+    parts += [
+        _table("This report was written by", ["field", "value"], list(provenance.items())),
+        "",
+    ]
     parts += ['<a id="overview"></a>', "", "## Overview", ""]
     rows = [
         [
