@@ -10,9 +10,9 @@ The figures are built without :mod:`matplotlib.pyplot`, so no global state is to
 nothing is shown unless you ask (``fig.savefig(...)``, or return it in a notebook).
 """
 
-from .curves import learning_curves
-from .influences import influences
-from .metric import metric
-from .spectrum import spectrum
+from ._curves import learning_curves
+from ._influences import influences
+from ._metric import metric
+from ._spectrum import spectrum
 
 __all__ = ["influences", "learning_curves", "metric", "spectrum"]
