@@ -62,7 +62,10 @@ def _estimate(exp, previous: dict[str, float]) -> str:
     if exp.name in previous:
         return f"the last full run in this --out took {previous[exp.name] / 60:.1f} min"
     if exp.full_minutes is not None:
-        return f"roughly {exp.full_minutes:g} min on 2 CPU cores (a rough estimate)"
+        return (
+            f"roughly {exp.full_minutes:g} min on 2 CPU cores (estimated from the quick mode, "
+            "not measured)"
+        )
     return "no estimate recorded for its full mode (quick mode takes seconds: --quick)"
 
 

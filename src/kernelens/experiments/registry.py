@@ -69,7 +69,9 @@ class Experiment:
         fn: ``fn(quick) -> Result``.
         requires: optional packages (import names) it needs beyond the core dependencies.
         full_minutes: a rough estimate of the full mode's run time on 2 CPU cores, in
-            minutes (``None`` when none is recorded).
+            minutes (``None`` when none is recorded). The registered values were estimated
+            from each quick mode's time scaled by the full mode's extra work, not measured;
+            the CLI prefers the time of an earlier full run in the same ``--out``.
     """
 
     name: str

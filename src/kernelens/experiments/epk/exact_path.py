@@ -166,7 +166,12 @@ def _toy_dataset(name: str, quick: bool, figures: list, rows: list, metrics: dic
     metrics[f"{key}_mean_abs_spearman_kernel_vs_distance"] = float(np.mean(np.abs(rhos)))
 
 
-@register("epk_toy", title="EPK: a 2D classifier as an exact kernel machine", area="epk")
+@register(
+    "epk_toy",
+    title="EPK: a 2D classifier as an exact kernel machine",
+    area="epk",
+    full_minutes=10,
+)
 @_single_threaded
 def epk_toy(quick: bool = True) -> Result:
     figures: list = []
@@ -207,7 +212,9 @@ def _cnn(seed: int = 0) -> nn.Module:
     ).to(DTYPE)  # fmt: skip
 
 
-@register("epk_fashion_mnist", title="EPK: a small CNN on Fashion-MNIST", area="epk")
+@register(
+    "epk_fashion_mnist", title="EPK: a small CNN on Fashion-MNIST", area="epk", full_minutes=20
+)
 @_single_threaded
 def epk_fashion_mnist(quick: bool = True) -> Result:
     n_train, n_test, epochs, gp_train = (256, 40, 3, 30) if quick else (2000, 400, 5, 300)
@@ -328,7 +335,12 @@ def _checkpoint_attributions(
     return out
 
 
-@register("epk_tracin", title="EPK vs TracIn-style checkpoint attributions", area="epk")
+@register(
+    "epk_tracin",
+    title="EPK vs TracIn-style checkpoint attributions",
+    area="epk",
+    full_minutes=5,
+)
 @_single_threaded
 def epk_tracin(quick: bool = True) -> Result:
     n, epochs = (120, 4) if quick else (400, 30)
@@ -404,7 +416,7 @@ def epk_tracin(quick: bool = True) -> Result:
 
 
 # ---------------------------------------------------------------------------- 4. optimizers
-@register("epk_optimizers", title="EPK: SGD vs momentum vs Adam paths", area="epk")
+@register("epk_optimizers", title="EPK: SGD vs momentum vs Adam paths", area="epk", full_minutes=10)
 @_single_threaded
 def epk_optimizers(quick: bool = True) -> Result:
     n, epochs = (120, 4) if quick else (400, 30)

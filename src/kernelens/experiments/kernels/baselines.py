@@ -89,6 +89,7 @@ def _curve(
     "kernel_baselines",
     title="Kernel ridge vs Gaussian process, Laplace vs Gaussian kernels on digits and Fashion-MNIST",
     area="kernels",
+    full_minutes=3,
 )
 def kernel_baselines(quick: bool = True) -> Result:
     """Learning curves (test accuracy vs n) of kernel classifiers on two image data sets."""

@@ -47,7 +47,9 @@ def defaults_sweep(
     return rows
 
 
-@register("rfm_defaults", title="RFM defaults: one hyper-parameter at a time", area="rfm")
+@register(
+    "rfm_defaults", title="RFM defaults: one hyper-parameter at a time", area="rfm", full_minutes=10
+)
 def rfm_defaults(quick: bool = True) -> Result:
     """Sensitivity of RFM's test MSE to each hyper-parameter, around the defaults."""
     n = 200 if quick else 1000

@@ -108,6 +108,7 @@ def scaling_variants(
     "rfm_scaling",
     title="RFM scaling test: MSE vs dimension, RFM vs Laplace kernel",
     area="rfm",
+    full_minutes=5,
 )
 def rfm_scaling_test(quick: bool = True) -> Result:
     """The source's scaling test ``y = 5 x1^3 + 10 x2^2 + 2 x3``, ``x ~ N(0, I_d)``."""
@@ -245,7 +246,10 @@ def _crossover(sizes: Sequence[int], a: list[float], b: list[float]) -> int | No
 
 
 @register(
-    "rfm_double_descent", title="Double descent: ridgeless Laplace kernel and RFM", area="rfm"
+    "rfm_double_descent",
+    title="Double descent: ridgeless Laplace kernel and RFM",
+    area="rfm",
+    full_minutes=2,
 )
 def rfm_double_descent(quick: bool = True) -> Result:
     """Test error vs number of samples for interpolating (ridgeless) kernel machines."""
@@ -410,7 +414,9 @@ def _nfa_reading(corr: dict[str, float]) -> str:
     )
 
 
-@register("rfm_nfa", title="Neural Feature Ansatz: MLP W^T W vs RFM's M", area="rfm")
+@register(
+    "rfm_nfa", title="Neural Feature Ansatz: MLP W^T W vs RFM's M", area="rfm", full_minutes=2
+)
 def rfm_nfa(quick: bool = True) -> Result:
     """The NFA (Radhakrishnan et al.): a trained network's first-layer Gram tracks the AGOP."""
     n, d = (500, 10) if quick else (1000, 20)

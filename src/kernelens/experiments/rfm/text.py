@@ -112,6 +112,7 @@ def _sample_table(
     title="Few-shot next-character prediction: RFM vs Laplace kernel vs n-grams",
     area="rfm",
     requires=("sacrebleu",),
+    full_minutes=30,
 )
 def rfm_text(quick: bool = True) -> Result:
     """Perplexity and BLEU of next-character models trained on ``n_train`` windows."""

@@ -243,6 +243,7 @@ def _curve(run: DQNRun, grid: np.ndarray, window: int) -> np.ndarray:
     title="Sparse Kernels in RL: DQN on CartPole with an SK Q-head vs an MLP Q-head",
     area="sparse",
     requires=("gymnasium",),
+    full_minutes=80,
 )
 def sparse_dqn(quick: bool = True) -> Result:
     """Training returns vs environment steps over several seeds, and a greedy evaluation."""
