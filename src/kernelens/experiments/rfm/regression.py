@@ -21,7 +21,7 @@ from ...data import rfm_scaling
 from ...linalg import JitterWarning
 from ...rfm import RFMRegressor, agop
 from ..registry import register
-from ..result import Result, Table, seed_std
+from ..result import Claim, Result, Table, seed_std
 
 __all__ = [
     "double_descent_curve",
@@ -183,10 +183,19 @@ def rfm_scaling_test(quick: bool = True) -> Result:
         "coordinates; the full metric makes no such bet, which is why M='full' stays the "
         "default."
     )
+    wins = [d for d in dims if ratio[d] < 1]
+    claim = Claim(
+        "On f(x) = 5 x1^3 + 10 x2^2 + 2 x3, RFM has a lower test MSE than the Laplace kernel, "
+        "and its advantage holds as the dimension d grows.",
+        "RFM / Laplace test-MSE ratio: " + ", ".join(f"d={d}: {ratio[d]:.2f}" for d in dims),
+        "reproduced" if len(wins) == len(dims) else "not reproduced",
+        source="003 (RFM), scaling test",
+    )
     return Result(
         name="rfm_scaling",
         title="RFM scaling test",
         summary=summary,
+        claims=[claim],
         tables=[
             Table(
                 "Test MSE vs d (mean and std over seeds)",
