@@ -81,8 +81,8 @@ plain-check: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m slow tests/test_cli_plain_install.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts docs/examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts docs/examples
 
 clean:
 	rm -rf $(VENV) $(REPORT_DIR) site build *.egg-info src/*.egg-info
