@@ -42,6 +42,9 @@ CASES = {
     "ridge-multi-output": lambda X, y: KernelRidge(alpha=0.1).fit(X, np.stack([y, -y], 1)),
     "classifier": lambda X, y: KernelClassifier(alpha=0.1).fit(X, _labels(y)),
     "gp": lambda X, y: GaussianProcessRegressor(bandwidth=1.0, alpha=0.1).fit(X, y),
+    "gp-optimized": lambda X, y: GaussianProcessRegressor("gaussian", optimize=True).fit(X, y),
+    "ridge-eigenpro": lambda X, y: KernelRidge(alpha=0.1, solver="eigenpro").fit(X, y),
+    "ridge-float32": lambda X, y: KernelRidge(alpha=0.1, dtype="float32").fit(X, y),
     "rfm": lambda X, y: RFMRegressor(iters=2).fit(X, y),
     "rfm-diagonal": lambda X, y: RFMRegressor(iters=1, M="diagonal").fit(X, y),
     "rfm-classifier": lambda X, y: RFMClassifier(iters=1).fit(X, _labels(y)),
@@ -56,6 +59,9 @@ def test_round_trip_predicts_identically(case, tmp_path):
     loaded = type(est).load(path)
     Xq, _ = _data(n=15, seed=1)
     np.testing.assert_array_equal(np.asarray(loaded.predict(Xq)), np.asarray(est.predict(Xq)))
+    if isinstance(est, GaussianProcessRegressor):
+        for a, b in zip(loaded.predict(Xq, return_std=True), est.predict(Xq, return_std=True)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     if hasattr(est, "predict_proba"):
         np.testing.assert_array_equal(loaded.predict_proba(Xq), est.predict_proba(Xq))
     p0, p1 = est.get_params(), loaded.get_params()
