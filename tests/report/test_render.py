@@ -79,7 +79,7 @@ def test_write_report_sections_links_and_files(tmp_path):
         assert f"<td>{key}</td>" in page
     # quick mode: never a verdict; a single seed's std is "-"; a repeated table appears once
     assert "inconclusive (quick mode)" in page and ">reproduced<" not in page
-    assert "<td>one seed</td><td>0.25</td><td>-</td>" in page
+    assert '<td>one seed</td><td class="num">0.25</td><td class="num">-</td>' in page
     assert page.count("numbers again") == 0 and page.count("<h4>numbers</h4>") == 1
     # metrics already in a table are not repeated; the others are
     assert "<td>hidden</td>" in page and "<td>score</td>" not in page
@@ -157,6 +157,14 @@ def test_wide_figures_keep_text_legible(tmp_path):
     assert width == rec["display_width_px"] > PAGE_WIDTH_PX
     assert rec["min_font_px"] * width / rec["width_px"] >= MIN_TEXT_PX - 1e-9
     assert 'class="figscroll"' in page
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([0, 1], [0, 1])
+    r = Result("small", "Small", figures=[("one panel", fig)])
+    write_report([ReportEntry("small", "Small", "ntk", 0.1, result=r)], tmp_path)
+    rec = json.loads((tmp_path / "results.json").read_text())["entries"][1]["figures"][0]
+    # shown at its 100-dpi size (the PNG holds 1.5 file pixels per CSS pixel), text >= 10 px
+    assert rec["display_width_px"] == -(-rec["width_px"] * 100 // 150)
+    assert rec["min_font_px"] * rec["display_width_px"] / rec["width_px"] >= MIN_TEXT_PX
 
 
 def test_out_dir_is_checked(tmp_path):

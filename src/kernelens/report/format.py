@@ -25,6 +25,9 @@ MIN_TEXT_PX = 10.0
 #: Content width of the HTML page (CSS pixels); wider figures scroll sideways instead of
 #: shrinking below MIN_TEXT_PX.
 PAGE_WIDTH_PX = 1060
+#: Figures are shown at the size they would have at this resolution (so the PNG has 1.5 file
+#: pixels per CSS pixel, sharp on high-density screens), unless that is wider than the page.
+DISPLAY_DPI = 100
 
 
 def fmt(v: Any) -> str:
@@ -55,8 +58,8 @@ def png(fig: Figure) -> tuple[bytes, dict[str, Any]]:
     Returns:
         The PNG bytes and ``{"width_px", "height_px", "min_font_px", "display_width_px"}``:
         the file's size, its smallest text height in file pixels, and the display width (CSS
-        pixels) at which that text is at least :data:`MIN_TEXT_PX` (and at most the page
-        width otherwise).
+        pixels): the figure's size at :data:`DISPLAY_DPI`, at most the page width, but never
+        so narrow that its smallest text falls under :data:`MIN_TEXT_PX`.
     """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
@@ -64,7 +67,7 @@ def png(fig: Figure) -> tuple[bytes, dict[str, Any]]:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     pt = _min_font_pt(fig)
     font_px = pt * DPI / 72 if pt else None
-    display = min(width, PAGE_WIDTH_PX)
+    display = min(math.ceil(width * DISPLAY_DPI / DPI), PAGE_WIDTH_PX)
     if font_px:
         display = max(display, math.ceil(width * MIN_TEXT_PX / font_px))
     return data, {

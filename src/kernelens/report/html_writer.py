@@ -19,7 +19,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #bbb}
 table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right;font-size:.9em}th{background:#f0f0f0}td:first-child{text-align:left}
+text-align:left;font-size:.9em}th{background:#f0f0f0}td.num{text-align:right}
 .figscroll{overflow-x:auto}figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 .error{background:#fee;border:1px solid #c00;padding:.5em;white-space:pre-wrap;font-family:monospace}
 .meta{color:#666;font-size:.9em}.toc li{margin:.15em 0}
@@ -36,11 +36,16 @@ def _table(title: str, columns: list[str], rows: list[list[Any]], raw: set[int] 
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{v if j in raw else _e(fmt(v))}</td>" for j, v in enumerate(row))
+        + "".join(f"<td{_num(v)}>{v if j in raw else _e(fmt(v))}</td>" for j, v in enumerate(row))
         + "</tr>"
         for row in rows
     )
     return f"<h4>{_e(title)}</h4><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(v: Any) -> str:
+    """Numbers (and the "-" of a missing one) are right-aligned."""
+    return ' class="num"' if v is None or isinstance(v, int | float) else ""
 
 
 def _paragraphs(text: str) -> str:
