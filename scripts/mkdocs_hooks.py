@@ -8,6 +8,7 @@
 - ``CHANGELOG.md`` and ``BENCHMARKS.md`` of the repository root become pages, and the guides'
   links to ``../CHANGELOG.md`` / ``../BENCHMARKS.md`` (right on GitHub) point to them.
 - Guides: any ``docs/*.md`` page not in the nav is appended under "Guides".
+- Docstrings: their Sphinx roles (``:func:`x```) are shown as plain code.
 """
 
 from __future__ import annotations
@@ -127,3 +128,11 @@ def on_page_markdown(markdown, page, **kwargs):
         target = "../" * depth + dest
         markdown = markdown.replace(f"](../{src}", f"]({target}")
     return markdown
+
+
+_ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj|const):(<code>)~?")
+
+
+def on_page_content(html, page, **kwargs):
+    """The docstrings use Sphinx roles (``:func:`name```); show them as plain code."""
+    return _ROLE.sub(r"\1", html)
