@@ -77,6 +77,7 @@ def test_write_report_sections_links_and_files(tmp_path):
     assert files == ["figures/toy_0.png"] and (tmp_path / files[0]).stat().st_size > 1000
     for key in ("kernelens", "commit", "torch", "threads", "date", "machine"):
         assert f"<td>{key}</td>" in page
+    assert page.index("thread(s) ·") < page.index('id="contents"')  # one line at the very top
     # quick mode: never a verdict; a single seed's std is "-"; a repeated table appears once
     assert "inconclusive (quick mode)" in page and ">reproduced<" not in page
     assert '<td>one seed</td><td class="num">0.25</td><td class="num">-</td>' in page

@@ -58,3 +58,11 @@ def not_reproduced(entries: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         for c in r.get("claims") or []
         if c["verdict"] == "not reproduced"
     ]
+
+
+def provenance_line(p: dict[str, Any]) -> str:
+    """The provenance in one line, for the top of a report."""
+    return (
+        f"kernelens {p['kernelens']} · commit {p['commit']} · torch {p['torch']} · "
+        f"{p['threads']} thread(s) · {p['date']} · {p['machine']}"
+    )

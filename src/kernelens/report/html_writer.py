@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import write_atomic
-from .entry import anchor, not_reproduced, verdict_summary, verdict_text
+from .entry import anchor, not_reproduced, provenance_line, verdict_summary, verdict_text
 from .format import fmt, unshown_metrics
 
 __all__ = ["write_html"]
@@ -139,6 +139,7 @@ def write_html(
     prov_rows = [[k, v] for k, v in provenance.items()]
     parts = [
         f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">{_e(provenance_line(provenance))}</p>',
         '<nav><h2 id="contents">Contents</h2><ul class="toc">' + "".join(toc) + "</ul></nav>",
         '<h2 id="provenance">Provenance</h2>',
         _table("This report was written by", ["field", "value"], prov_rows),

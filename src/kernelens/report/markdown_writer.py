@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import write_atomic
-from .entry import anchor, not_reproduced, verdict_summary, verdict_text
+from .entry import anchor, not_reproduced, provenance_line, verdict_summary, verdict_text
 from .format import fmt, unshown_metrics
 
 __all__ = ["write_markdown"]
@@ -56,7 +56,7 @@ def write_markdown(
     out: Path, entries: list[dict[str, Any]], provenance: dict[str, Any], title: str
 ) -> Path:
     """Write ``out/index.md`` from the report ``entries`` (records as in results.json)."""
-    parts = [f"# {title}", "", "## Contents", ""]
+    parts = [f"# {title}", "", f"_{provenance_line(provenance)}_", "", "## Contents", ""]
     parts += ["- [Provenance](#provenance)", "- [Overview](#overview)"]
     failed = not_reproduced(entries)
     if failed:
