@@ -117,14 +117,20 @@ def test_full_mode_verdicts_and_not_reproduced_section(tmp_path):
 
 
 def test_runs_merge_by_name(tmp_path):
+    write_report([ReportEntry("a_b", "AB", "rfm", 1.0, result=_result("a_b"))], tmp_path)
     write_report([ReportEntry("a", "A", "rfm", 1.0, result=_result("a"))], tmp_path)
     write_report([ReportEntry("b", "B", "rfm", 2.0, result=_result("b"))], tmp_path)
     write_report([ReportEntry("a", "A", "rfm", 3.0, error="now broken")], tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())
-    assert [(e["name"], e["seconds"]) for e in data["entries"]] == [("a", 3.0), ("b", 2.0)]
+    assert [(e["name"], e["seconds"]) for e in data["entries"]] == [
+        ("a_b", 1.0),
+        ("a", 3.0),
+        ("b", 2.0),
+    ]
     assert not (tmp_path / "figures" / "a_0.png").exists()  # its old figure went with it
+    assert (tmp_path / "figures" / "a_b_0.png").exists()  # another experiment's did not
     page = (tmp_path / "index.html").read_text()
-    assert "now broken" in page and page.count('<img alt="a line"') == 1  # b's figure kept
+    assert "now broken" in page and page.count('<img alt="a line"') == 2  # a_b's and b's
     assert "#exp-a" in (tmp_path / "index.md").read_text()
 
 

@@ -3,6 +3,7 @@ output directory, and hand the merged list to the JSON, HTML and Markdown writer
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -46,8 +47,10 @@ def check_out_dir(out_dir: str | Path) -> Path:
 
 def _record(e: ReportEntry, out: Path, prov: dict[str, Any]) -> dict[str, Any]:
     """``e`` as a JSON-ready record; writes its figures to ``out/figures``."""
+    own = re.compile(re.escape(e.name) + r"_\d+\.png")  # not those of "<name>_other"
     for old in (out / "figures").glob(f"{e.name}_*.png"):
-        old.unlink()
+        if own.fullmatch(old.name):
+            old.unlink()
     rec: dict[str, Any] = {
         "name": e.name,
         "title": e.title,
