@@ -21,7 +21,6 @@ checks sizes when the store is opened and each file's checksum before its first 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +32,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
+
+from .._files import write_atomic
 
 __all__ = [
     "FORMAT",
@@ -56,20 +57,6 @@ CHECKSUM = "manifest_sha256"
 
 class StoreError(ValueError):
     """A trajectory store is missing, foreign, truncated, corrupted or incompatible."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def write_shard(

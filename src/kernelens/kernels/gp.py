@@ -10,6 +10,7 @@ import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._sklearn import (
     DTYPES,
     Constraint,
@@ -29,7 +30,7 @@ from .sklearn_base import KERNEL_CONSTRAINTS, KernelEstimatorMixin
 __all__ = ["GaussianProcessRegressor"]
 
 
-class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
+class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixin):
     """GP regression with covariance ``amplitude * k(x, z)`` and noise variance ``alpha``.
 
     Args:

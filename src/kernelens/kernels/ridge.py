@@ -10,6 +10,7 @@ import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._sklearn import (
     DTYPES,
     CalibratedClassifierMixin,
@@ -30,7 +31,7 @@ from .sklearn_base import KERNEL_CONSTRAINTS, KernelEstimatorMixin
 __all__ = ["KernelClassifier", "KernelRidge"]
 
 
-class KernelRidge(RegressorMixin, KernelEstimatorMixin):
+class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
     """Kernel ridge regression: ``(K + alpha I) coef = y``, ``f(x) = K(x, X) coef``.
 
     Args:

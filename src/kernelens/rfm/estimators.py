@@ -28,6 +28,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._progress import progress
 from .._sklearn import (
     DTYPES,
@@ -76,7 +77,7 @@ def _random_state(value: Any, name: str) -> None:
     check_random_state(value)
 
 
-class _RFMBase(TorchEstimatorMixin):
+class _RFMBase(PersistMixin, TorchEstimatorMixin):
     """What the RFM regressor and classifier share: hyper-parameters and the RFM loop."""
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {

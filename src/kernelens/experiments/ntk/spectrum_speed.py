@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import digits
-from ..linalg import participation_ratio
-from ..ntk import empirical_ntk
-from .registry import register
-from .result import Result, Table
+from ...data import digits
+from ...linalg import participation_ratio
+from ...ntk import empirical_ntk
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["ntk_spectrum_speed"]
 
@@ -114,6 +114,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     "ntk_spectrum_speed",
     title="NTK eigenvalues predict which residual components gradient descent removes first",
     area="ntk",
+    full_minutes=30,
 )
 def ntk_spectrum_speed(quick: bool = True) -> Result:
     """Residual decay along NTK eigenvectors: measured in training vs linearised prediction."""

@@ -1,5 +1,5 @@
 """Recursive Feature Machines: the source's scaling test, double descent and the Neural
-Feature Ansatz (the text experiment lives in :mod:`kernelens.experiments.rfm_text`).
+Feature Ansatz (the text experiment lives in :mod:`kernelens.experiments.rfm.text`).
 
 The baseline everywhere is the same estimator with ``iters=0``: kernel ridge regression with
 the Laplace kernel ``exp(-||x - z|| / L)`` and the same bandwidth and ridge as the RFM.
@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import rfm_scaling
-from ..linalg import JitterWarning
-from ..rfm import RFMRegressor, agop
-from .registry import register
-from .result import Result, Table
+from ...data import rfm_scaling
+from ...linalg import JitterWarning
+from ...rfm import RFMRegressor, agop
+from ..registry import register
+from ..result import Claim, Result, Table, seed_std
 
 __all__ = [
     "double_descent_curve",
@@ -63,7 +63,7 @@ def scaling_curve(
                 if name == "RFM" and seed == seeds[0]:
                     diags[d] = model.M_.diagonal().clone()
         for name, e in errs[d].items():
-            rows.append([d, name, float(np.mean(e)), float(np.std(e)), float(np.mean(secs[name]))])
+            rows.append([d, name, float(np.mean(e)), seed_std(e), float(np.mean(secs[name]))])
     return rows, errs, diags
 
 
@@ -101,7 +101,7 @@ def scaling_variants(
                     Xtr, Xte = Xtr @ Q, Xte @ Q
                 model = RFMRegressor(**{"standardize": False, **params}).fit(Xtr, s.y_train)
                 errs.append(_mse(model, Xte, s.y_test))
-            rows.append([label, inputs, float(np.mean(errs)), float(np.std(errs))])
+            rows.append([label, inputs, float(np.mean(errs)), seed_std(errs)])
     return rows
 
 
@@ -109,6 +109,7 @@ def scaling_variants(
     "rfm_scaling",
     title="RFM scaling test: MSE vs dimension, RFM vs Laplace kernel",
     area="rfm",
+    full_minutes=5,
 )
 def rfm_scaling_test(quick: bool = True) -> Result:
     """The source's scaling test ``y = 5 x1^3 + 10 x2^2 + 2 x3``, ``x ~ N(0, I_d)``."""
@@ -183,10 +184,19 @@ def rfm_scaling_test(quick: bool = True) -> Result:
         "coordinates; the full metric makes no such bet, which is why M='full' stays the "
         "default."
     )
+    wins = [d for d in dims if ratio[d] < 1]
+    claim = Claim(
+        "On f(x) = 5 x1^3 + 10 x2^2 + 2 x3, RFM has a lower test MSE than the Laplace kernel, "
+        "and its advantage holds as the dimension d grows.",
+        "RFM / Laplace test-MSE ratio: " + ", ".join(f"d={d}: {ratio[d]:.2f}" for d in dims),
+        "reproduced" if len(wins) == len(dims) else "not reproduced",
+        source="003 (RFM), scaling test",
+    )
     return Result(
         name="rfm_scaling",
         title="RFM scaling test",
         summary=summary,
+        claims=[claim],
         tables=[
             Table(
                 "Test MSE vs d (mean and std over seeds)",
@@ -233,7 +243,7 @@ def double_descent_curve(
                 errs.append(_mse(model, s.X_test, s.y_test))
             curves[name].append(float(np.mean(errs)))
             stds[name].append(float(np.std(errs)))
-            rows.append([n, name, float(np.mean(errs)), float(np.std(errs))])
+            rows.append([n, name, float(np.mean(errs)), seed_std(errs)])
     return rows, curves, stds
 
 
@@ -246,7 +256,10 @@ def _crossover(sizes: Sequence[int], a: list[float], b: list[float]) -> int | No
 
 
 @register(
-    "rfm_double_descent", title="Double descent: ridgeless Laplace kernel and RFM", area="rfm"
+    "rfm_double_descent",
+    title="Double descent: ridgeless Laplace kernel and RFM",
+    area="rfm",
+    full_minutes=2,
 )
 def rfm_double_descent(quick: bool = True) -> Result:
     """Test error vs number of samples for interpolating (ridgeless) kernel machines."""
@@ -411,7 +424,9 @@ def _nfa_reading(corr: dict[str, float]) -> str:
     )
 
 
-@register("rfm_nfa", title="Neural Feature Ansatz: MLP W^T W vs RFM's M", area="rfm")
+@register(
+    "rfm_nfa", title="Neural Feature Ansatz: MLP W^T W vs RFM's M", area="rfm", full_minutes=2
+)
 def rfm_nfa(quick: bool = True) -> Result:
     """The NFA (Radhakrishnan et al.): a trained network's first-layer Gram tracks the AGOP."""
     n, d = (500, 10) if quick else (1000, 20)

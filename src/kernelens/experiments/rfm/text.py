@@ -15,14 +15,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import sacrebleu
 import torch
 
-from ..data import decode_text, normalize_text, shakespeare_text, text_windows
-from ..rfm import RFMClassifier
-from .registry import register
-from .result import Result, Table
-from .rfm_ngram import NGramModel
+from ...data import decode_text, normalize_text, shakespeare_text, text_windows
+from ...rfm import RFMClassifier
+from ..registry import register
+from ..result import Result, Table
+from .ngram import NGramModel
 
 __all__ = ["continuations", "generate", "one_hot", "perplexity", "rfm_text", "text_models"]
 
@@ -112,9 +111,13 @@ def _sample_table(
     "rfm_text",
     title="Few-shot next-character prediction: RFM vs Laplace kernel vs n-grams",
     area="rfm",
+    requires=("sacrebleu",),
+    full_minutes=30,
 )
 def rfm_text(quick: bool = True) -> Result:
     """Perplexity and BLEU of next-character models trained on ``n_train`` windows."""
+    import sacrebleu  # optional: kernelens[experiments]
+
     sizes = [600] if quick else [1000, 2000, 5000, 10000]
     n_test, n_prompts, length = (300, 8, 60) if quick else (2000, 40, 100)
     # quick: a diagonal metric and two updates keep the 3264 x 3264 metric out of the demo;
@@ -166,7 +169,7 @@ def rfm_text(quick: bool = True) -> Result:
         f"characters), train/test windows from disjoint text blocks, {n_test} test windows. "
         f"At n = {last}: "
         + "; ".join(
-            f"{name}: perplexity {metrics[f'n={last} {name} perplexity']:.2f}, BLEU "
+            f"{name}: perplexity {metrics[f'n={last} {name} perplexity']:.2f}, BLEU (0-100) "
             f"{metrics[f'n={last} {name} BLEU']:.2f}, chrF {metrics[f'n={last} {name} chrF']:.1f}"
             for name in curves
         )
@@ -186,7 +189,7 @@ def rfm_text(quick: bool = True) -> Result:
         tables=[
             Table(
                 "Held-out perplexity, accuracy, BLEU and chrF of continuations",
-                ["n", "model", "perplexity", "accuracy", "BLEU", "chrF", "fit s"],
+                ["n", "model", "perplexity", "accuracy", "BLEU (0-100)", "chrF (0-100)", "fit s"],
                 rows,
             ),
             Table(f"Greedy continuations at n = {last}", ["source", "text"], samples),

@@ -1,9 +1,9 @@
 """Sparse Kernel layers on a small Fashion-MNIST CNN: a training-free readout, nonlinear
 probes of every layer, an SK branch fine-tuned end to end, and the local approximation's gap
 to exact kernel ridge regression. (The reinforcement-learning experiment is in
-:mod:`kernelens.experiments.sparse_rl`.)
+:mod:`kernelens.experiments.sparse.rl`.)
 
-All four start from the same trained CNN (:func:`~kernelens.experiments.sparse_cnn.trained_cnn`,
+All four start from the same trained CNN (:func:`~kernelens.experiments.sparse.cnn.trained_cnn`,
 trained once per process).
 """
 
@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from ..sparse import SparseKernelLayer, median_neighbor_distance
-from .registry import register
-from .result import Result, Table
-from .sparse_cnn import (
+from ...sparse import SparseKernelLayer, median_neighbor_distance
+from ..registry import register
+from ..result import Result, Table
+from .cnn import (
     READOUT_K,
     READOUT_REG,
     SmallCNN,
@@ -85,6 +85,7 @@ def readout_curve(quick: bool, sizes: list[int]) -> tuple[list[list[object]], di
     "sparse_readout",
     title="Sparse Kernels: a training-free readout replacing a CNN's trained linear head",
     area="sparse",
+    full_minutes=5,
 )
 def sparse_readout(quick: bool = True) -> Result:
     """SK readout vs trained linear head, MLP head and exact KRR, vs labelled examples."""
@@ -162,6 +163,7 @@ def probe_layers(quick: bool, n_probe: int) -> tuple[list[list[object]], dict[st
     "sparse_probing",
     title="Sparse Kernels: nonlinear probes of every layer of a CNN",
     area="sparse",
+    full_minutes=3,
 )
 def sparse_probing(quick: bool = True) -> Result:
     """SK probe vs linear probe on input, conv blocks, hidden layer and logits."""
@@ -293,6 +295,7 @@ def _fine_tune(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: in
     "sparse_augment",
     title="Sparse Kernels: adding an SK branch to a trained CNN and fine-tuning end to end",
     area="sparse",
+    full_minutes=3,
 )
 def sparse_augment(quick: bool = True) -> Result:
     """Gain of an SK branch over plain fine-tuning for the same number of epochs."""
@@ -364,6 +367,7 @@ def approximation_gap(
     "sparse_approximation",
     title="Sparse Kernels: gap to exact kernel ridge regression vs k and bandwidth",
     area="sparse",
+    full_minutes=3,
 )
 def sparse_approximation(quick: bool = True) -> Result:
     """The question the source's referee asked: how far is local KRR from exact KRR?"""
