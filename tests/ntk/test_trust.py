@@ -10,6 +10,7 @@ from ntk_models import reference_ntk
 from torch import nn
 
 from kernelens import empirical_ntk
+from kernelens.linalg import DenseOperator
 from kernelens.ntk import (
     BatchCouplingError,
     NTKOperator,
@@ -17,6 +18,7 @@ from kernelens.ntk import (
     explain,
     jacobian_factors,
     jvp,
+    spectrum,
     vjp,
 )
 
@@ -190,3 +192,46 @@ def test_ntvp_and_jvp_with_padding_row_tied_to_the_head():
     assert abs(float((jt * u).sum() - (t["emb.weight"] * g["emb.weight"]).sum())) < 1e-12 * float(
         jt.norm() * u.norm()
     )
+
+
+def _mlp(width: int = 16, outputs: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, outputs)).double()
+
+
+def test_spectrum_trace_is_exact_for_a_small_operator():
+    """n = 40 <= trace_matvecs: formed, so trace and participation ratio are exact."""
+    torch.manual_seed(0)
+    A = torch.randn(40, 40, dtype=torch.float64)
+    A = A @ A.T / 40
+    s = spectrum(DenseOperator(A, symmetric=True), k=2, trace_matvecs=60, condition=False)
+    assert s.trace == pytest.approx(float(A.trace()), rel=1e-13)
+    assert s.trace_stderr == 0.0 and s.participation_ratio_stderr == 0.0
+    assert s.participation_ratio == pytest.approx(float(A.trace() ** 2 / (A * A).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["factors", "ntvp"])
+def test_spectrum_trace_is_exact_for_a_model(backend):
+    model, x = _mlp(), torch.randn(40, 4, dtype=torch.float64)  # n = 120 > 3 * 6 probes
+    K = reference_ntk(model, x).permute(0, 2, 1, 3).reshape(120, 120)
+    op = NTKOperator(model, x, backend=backend)
+    assert rel(op.diagonal(), K.diagonal()) < 1e-12
+    s = spectrum(op, k=2, trace_matvecs=6, condition=False)
+    assert s.trace == pytest.approx(float(K.trace()), rel=1e-12)
+    assert s.trace_stderr == 0.0
+    pr = float(K.trace() ** 2 / (K * K).sum())
+    assert 0 < s.participation_ratio_stderr < float("inf")
+    assert abs(s.participation_ratio - pr) < 5 * s.participation_ratio_stderr
+    st = spectrum(model, x, k=2, output="trace", trace_matvecs=6, condition=False)
+    assert st.trace == pytest.approx(float(K.trace()), rel=1e-12) and st.trace_stderr == 0.0
+
+
+def test_spectrum_estimates_of_a_generic_operator_carry_their_stderr():
+    torch.manual_seed(1)
+    U = torch.randn(300, 300, dtype=torch.float64)
+    A = U @ torch.diag(torch.logspace(0, -3, 300, dtype=torch.float64)) @ U.T / 300
+    s = spectrum(DenseOperator(A, symmetric=True), k=1, trace_matvecs=30, condition=False)
+    assert 0 < s.trace_stderr < 0.1 * float(A.trace())
+    assert abs(s.trace - float(A.trace())) < 5 * s.trace_stderr
+    pr = float(A.trace() ** 2 / (A * A).sum())
+    assert abs(s.participation_ratio - pr) < 5 * s.participation_ratio_stderr

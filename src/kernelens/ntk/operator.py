@@ -12,11 +12,11 @@ from torch import nn
 from .._memory import element_size, resolve_memory_budget, tile_size
 from .._validation import check_choice
 from ..linalg import LinearOperator
-from ._autodiff import jvp_products, ntvp_column_bytes, vjp_products
+from ._autodiff import jvp_products, ntvp_column_bytes, per_example_grads, vjp_products
 from ._model import ModelCall, check_input
 from ._plan import make_plan, probe_structure
 from .engine import _extract_all
-from .factors import Factors, dense_dot
+from .factors import Factors, contract, dense_dot
 
 __all__ = ["BACKENDS", "OPERATOR_OUTPUTS", "Backend", "NTKOperator", "OperatorOutput"]
 
@@ -127,6 +127,37 @@ class NTKOperator(LinearOperator):
             return out.reshape(k, n * o).T
         out = out.reshape(k, o, n, o).diagonal(dim1=1, dim2=3).sum(-1)  # [K, N]
         return out.T
+
+    def self_kernels(self) -> torch.Tensor:
+        """The exact self-kernels ``Theta[i, i, a, a]`` as ``[N, O]``, without forming the
+        operator: from the factors (chunks of examples), or with the ntvp backend from
+        per-example gradients (one example and a block of output columns at a time, within
+        ``memory_budget``)."""
+        n, o = self.n, self.outputs
+        es = element_size(self.call.dtype)
+        out = torch.empty(n, o, dtype=self.call.dtype, device=self.call.device)
+        if self.factors is not None:
+            b = max(1, min(64, int((self.budget / (4 * es * o)) ** 0.5)))
+            for start in range(0, n, b):
+                fc = self.factors.rows(slice(start, start + b))
+                out[start : start + b] = contract(fc, fc, output="diagonal").diagonal().T
+            return out
+        k = tile_size(o, 3 * es * self.num_params + 1, self.budget)
+        eye = torch.eye(o, dtype=self.call.dtype, device=self.call.device)
+        for i in range(n):
+            for c in range(0, o, k):
+                cot = eye[:, c : c + k][None]  # [1, O, k]
+                _, J = per_example_grads(
+                    self.call, self.call.names, self.x[i : i + 1], cot, where="x"
+                )
+                out[i, c : c + k] = (J[0] ** 2).sum(-1)
+        return out
+
+    def diagonal(self) -> torch.Tensor:
+        """The exact diagonal ``[n]`` of the operator (row ``i*O + a`` for ``"full"``,
+        ``sum_a Theta[i, i, a, a]`` for ``"trace"``); its sum is the exact trace."""
+        d = self.self_kernels()
+        return d.reshape(-1) if self.output == "full" else d.sum(1)
 
     def __repr__(self) -> str:
         return (
