@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,9 +21,13 @@ from ._model import ModelCall
 from ._probe import Observation
 
 __all__ = [
+    "ACTIVATION_LIVE",
+    "NTVPTiles",
     "batched_grad",
     "jvp_products",
-    "ntvp_column_bytes",
+    "jvp_rows",
+    "ntvp_products",
+    "ntvp_tiles",
     "padding_rows_as_autograd",
     "per_example_grads",
     "vjp_products",
@@ -30,8 +35,9 @@ __all__ = [
 
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError, ValueError)
 #: Tensors of the size of the forward's largest allocation live at once per example and
-#: column in a vmapped backward or jvp (an op's input, output and their cotangents/tangents).
-ACTIVATION_LIVE = 4
+#: column in a vmapped backward or jvp (an op's input, output, their cotangents/tangents and
+#: the allocator's slack), measured on MLPs by tests/ntk/test_memory.py.
+ACTIVATION_LIVE = 10
 
 
 def _is_unsupported(exc: BaseException) -> bool:
@@ -263,22 +269,81 @@ def padding_rows_as_autograd(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
-def ntvp_column_bytes(
-    call: ModelCall, p: int, n1: int, n2: int, obs: Observation
-) -> tuple[float, float]:
-    """``(bytes per column, fixed bytes)`` of NTK-vector products ``J1 (J2^T V)`` for ``V``
-    with ``n2`` examples and a vmapped block of columns, ``p`` parameters differentiated.
+@dataclass(frozen=True)
+class NTVPTiles:
+    """Tile sizes of NTK-vector products ``J_out (J_in^T V)`` within a memory budget.
 
-    Per column: the basis vector, the parameter tangent (with autograd's buffers), the
-    vmapped backward's activation cotangents on ``x2`` and the vmapped jvp's tangents on
-    ``x1`` (each a few of the forward's largest tensors per example), and the result column.
-    Fixed: the activations the forward on ``x2`` saves for the backward (at most everything
-    one example's forward allocates, per example)."""
+    Attributes:
+        columns: columns of ``V`` per block (vmapped together).
+        rows_in: examples of ``x_in`` per vjp (the tangents are summed over blocks).
+        rows_out: examples of ``x_out`` per jvp.
+    """
+
+    columns: int
+    rows_in: int
+    rows_out: int
+
+
+def ntvp_tiles(
+    call: ModelCall, p: int, obs: Observation, budget: float, *, columns: int, n_in: int, n_out: int
+) -> NTVPTiles:
+    """Tile sizes so that one block of NTK-vector products fits ``budget`` bytes.
+
+    A block of ``k`` columns holds its parameter tangents (``3 p`` numbers a column with
+    autograd's buffers); a vjp over ``r`` examples holds their saved activations (at most
+    all that one example's forward allocates) and ``k`` activation cotangents per example;
+    a jvp over ``r`` examples holds ``k`` tangents of the live activations per example and its
+    ``[k, r, O]`` output. Live activations per example and column:
+    ``max(ACTIVATION_LIVE * largest allocation, 2 * all allocations)`` of the probe forward."""
     es = element_size(call.dtype)
-    act = ACTIVATION_LIVE * obs.largest_bytes
-    per_col = es * (3 * p + n2 * obs.outputs + n1 * obs.outputs) + (n1 + n2) * act
-    fixed = n2 * obs.example_bytes + n1 * act
-    return per_col + 1, fixed
+    act = max(ACTIVATION_LIVE * obs.largest_bytes, 2 * obs.example_bytes)
+    o = obs.outputs
+    col = 3 * es * p
+    k = int(max(1, min(columns, (budget / 2) // (col + act + 2 * es * o))))
+    rest = max(budget - k * col, budget / 2)
+    row_in = obs.example_bytes + k * (act + es * o)
+    row_out = act + k * (act + es * o)
+    rows_in = int(max(1, min(n_in, rest // row_in)))
+    rows_out = int(max(1, min(n_out, rest // row_out)))
+    return NTVPTiles(k, rows_in, rows_out)
+
+
+def ntvp_products(
+    call: ModelCall,
+    x_in: torch.Tensor,
+    V: torch.Tensor,
+    tiles: NTVPTiles,
+    *,
+    names: Sequence[str] | None = None,
+    where_in: str,
+) -> dict[str, torch.Tensor]:
+    """``J_in^T V`` for ``V [K, N_in, O]`` (``K <= tiles.columns``): parameter tangents
+    ``{name: [K, *shape]}``, summed over vjps of ``tiles.rows_in`` examples."""
+    total: dict[str, torch.Tensor] | None = None
+    for s in range(0, x_in.shape[0], tiles.rows_in):
+        rows = slice(s, s + tiles.rows_in)
+        _, t = vjp_products(call, x_in[rows], V[:, rows], names=names, where=where_in)
+        if total is None:
+            total = t
+        else:
+            for n, v in t.items():
+                total[n] += v
+    assert total is not None
+    return total
+
+
+def jvp_rows(
+    call: ModelCall,
+    x_out: torch.Tensor,
+    tangents: Mapping[str, torch.Tensor],
+    tiles: NTVPTiles,
+    *,
+    where_out: str,
+):
+    """``(rows, J_out[rows] t [K, r, O])`` for each block of ``tiles.rows_out`` examples."""
+    for s in range(0, x_out.shape[0], tiles.rows_out):
+        rows = slice(s, s + tiles.rows_out)
+        yield rows, jvp_products(call, x_out[rows], tangents, where=where_out, batched=True)[1]
 
 
 def _jvp_dispatch(f, single, primals, tan, batched):

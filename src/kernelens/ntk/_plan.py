@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._memory import element_size, resolve_memory_budget
-from ._autodiff import batched_grad, per_example_grads, vjp_products
+from ._autodiff import ACTIVATION_LIVE, batched_grad, per_example_grads, vjp_products
 from ._layers import Capture, LayerHandler, handler_for
 from ._model import ModelCall
 from ._probe import Observation, examples_pair, observe
@@ -147,7 +147,10 @@ class Plan:
             (``"per-example"`` or ``"ntvp"``).
         explicit: handlers whose sites are made explicit blocks.
         observation: this call's probe (outputs O, FLOPs, allocation sizes).
-        example_bytes, pair_bytes: working-set bytes per example and per example pair.
+        example_bytes: bytes of one example's factors (kept).
+        extract_bytes: bytes one example costs while its factors are extracted (the kept
+            factors, the hooked forward and backward, blocks being formed).
+        pair_bytes: bytes per example pair of a kernel tile (the contraction's temporaries).
         info: the public summary.
     """
 
@@ -159,6 +162,7 @@ class Plan:
     explicit: set[str]
     observation: Observation
     example_bytes: float
+    extract_bytes: float
     pair_bytes: float
     info: NTKPlan
 
@@ -458,7 +462,8 @@ def make_plan(
     es = element_size(call.dtype)
     groups: list[GroupPlan] = []
     explicit: set[str] = set()
-    ex_bytes, pair_bytes = 0.0, es * rr
+    # bytes per example kept (the factors) and passing through one extraction; bytes per pair
+    keep, work, pair_bytes = 0.0, 0.0, 0.0
     owners: dict[str, int] = {}
     for h in handlers:
         for nm in h.roles.values():
@@ -477,7 +482,8 @@ def make_plan(
                     h.name, kind, tuple(h.roles.values()), "explicit", flops, es * r * p * (n1 + n2)
                 )
             )
-            ex_bytes += es * r * p
+            keep += es * r * p
+            work += 2 * es * r * p
             continue
         costs = [_site_costs(s, n2, r, output, es) for s in sites]
         forms = {k: tuple(sum(c[k][i] for c in costs) for i in range(3)) for k in costs[0]}
@@ -500,7 +506,9 @@ def make_plan(
                 {k: v[0] * n1 * n2 for k, v in forms.items()},
             )
         )
-        ex_bytes += b_ex
+        raw = forms[fact][2]  # the sites as captured, before any block is formed
+        keep += b_ex
+        work += 2 * raw + (2 * b_ex if choice == "explicit" else 0.0)
         pair_bytes = max(pair_bytes, b_pair)
     fallback = tuple(n for n in call.names if n in st.uncovered)
     fallback_form = "per-example"
@@ -524,9 +532,14 @@ def make_plan(
             )
         )
         if fallback_form == "per-example":
-            ex_bytes += es * r * p
-    # outputs, the cotangent basis and autograd's buffers: about twice the factors
-    ex_bytes = 2 * ex_bytes + es * r * max(n_out, 1)
+            keep += es * r * p
+            work += 2 * es * r * p
+    # the hooked forward's saved activations, the batched backward's live cotangents (R
+    # columns), the cotangent basis and the outputs
+    obs = st.observation
+    work += obs.example_bytes + r * ACTIVATION_LIVE * obs.largest_bytes + es * r * (n_out + 1)
+    # a tile: the result block, its mirror and the contraction's operands of the same size
+    pair_bytes += 3 * es * rr + es
     info = NTKPlan(groups, n1, n2, n_out, output, fwd_flops, budget)
     return Plan(
         call=call,
@@ -536,7 +549,8 @@ def make_plan(
         fallback_form=fallback_form,
         explicit=explicit,
         observation=st.observation,
-        example_bytes=ex_bytes,
+        example_bytes=keep,
+        extract_bytes=keep + work,
         pair_bytes=pair_bytes,
         info=info,
     )

@@ -12,7 +12,7 @@ from torch import nn
 from .._memory import resolve_memory_budget, tile_size
 from .._progress import progress
 from .._validation import check_choice
-from ._autodiff import jvp_products, ntvp_column_bytes, vjp_products
+from ._autodiff import jvp_products, jvp_rows, ntvp_products, ntvp_tiles, vjp_products
 from ._model import ModelCall, check_input
 from ._plan import METHODS, Method, NTKPlan, Plan, extract, make_plan, probe_structure
 from ._probe import Observation
@@ -73,36 +73,49 @@ def _check_cotangents(c: torch.Tensor | None, n: int, o: int, call: ModelCall) -
     return c.to(dtype=call.dtype, device=call.device)
 
 
-def _cat(parts: list[Factors]) -> Factors:
-    """Concatenate factors of consecutive chunks of examples."""
-    if len(parts) == 1:
-        return parts[0]
-    f0 = parts[0]
-    sites = []
-    for i, s in enumerate(f0.sites):
-        cot = torch.cat([p.sites[i].cot for p in parts])
-        inp = torch.cat([p.sites[i].inp for p in parts])
-        sites.append(OuterSite(**{**s.__dict__, "cot": cot, "inp": inp}))
-    blocks = [
-        DenseBlock(b.names, b.shapes, torch.cat([p.blocks[i].J for p in parts]))
-        for i, b in enumerate(f0.blocks)
-    ]
-    outputs = torch.cat([p.outputs for p in parts])
-    return Factors(f0.names, f0.shapes, sites, blocks, outputs, outputs.shape[0], f0.r)
+class _Gather:
+    """Factors of consecutive chunks of examples written into buffers for all ``n`` examples
+    (allocated at the first chunk), so that the chunks never exist twice."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.start, self.out = n, 0, None
+
+    def add(self, f: Factors) -> None:
+        if self.out is None:
+            if f.n == self.n:
+                self.out = f
+                return
+
+            def full(t: torch.Tensor) -> torch.Tensor:
+                return t.new_empty(self.n, *t.shape[1:])
+
+            sites = [
+                OuterSite(**{**s.__dict__, "cot": full(s.cot), "inp": full(s.inp)}) for s in f.sites
+            ]
+            blocks = [DenseBlock(b.names, b.shapes, full(b.J)) for b in f.blocks]
+            self.out = Factors(f.names, f.shapes, sites, blocks, full(f.outputs), self.n, f.r)
+        rows = slice(self.start, self.start + f.n)
+        for mine, s in zip(self.out.sites, f.sites):
+            mine.cot[rows] = s.cot
+            mine.inp[rows] = s.inp
+        for mine, b in zip(self.out.blocks, f.blocks):
+            mine.J[rows] = b.J
+        self.out.outputs[rows] = f.outputs
+        self.start += f.n
 
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(n, s + size)) for s in range(0, n, size)]
 
 
-def _extract_all(plan: Plan, x: torch.Tensor, cot, budget: int, where: str, desc: str) -> Factors:
-    size = tile_size(x.shape[0], int(plan.example_bytes) + 1, budget // 2)
-    chunks = _chunks(x.shape[0], size)
-    parts = [
-        extract(plan, x[c], None if cot is None else cot[c], where=where)
-        for c in progress(chunks, desc=desc)
-    ]
-    return _cat(parts)
+def _extract_all(plan: Plan, x: torch.Tensor, cot, budget: float, where: str, desc: str) -> Factors:
+    """Factors of all of ``x``; the chunks' extraction fits ``budget`` (the result is the
+    caller's: it is not counted)."""
+    size = tile_size(x.shape[0], int(plan.extract_bytes) + 1, budget)
+    gather = _Gather(x.shape[0])
+    for c in progress(_chunks(x.shape[0], size), desc=desc):
+        gather.add(extract(plan, x[c], None if cot is None else cot[c], where=where))
+    return gather.out
 
 
 def jacobian_factors(
@@ -244,11 +257,12 @@ def empirical_ntk(
 def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    e, q = plan.example_bytes, plan.pair_bytes
+    keep, e, q = plan.example_bytes, plan.extract_bytes, plan.pair_bytes
     sym = x2 is None
-    if (n1 + (0 if sym else n2)) * e <= budget / 2:
-        f1 = _extract_all(plan, x1, None, budget, "x1", "NTK factors x1")
-        f2 = f1 if sym else _extract_all(plan, x2, None, budget, "x2", "NTK factors x2")
+    kept = (n1 + (0 if sym else n2)) * keep
+    if kept + e <= budget / 2:  # keep every factor; extract within the rest of that half
+        f1 = _extract_all(plan, x1, None, budget / 2 - kept, "x1", "NTK factors x1")
+        f2 = f1 if sym else _extract_all(plan, x2, None, budget / 2 - kept, "x2", "NTK factors x2")
         b = max(1, int(math.sqrt(budget / 2 / q)))
         rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
 
@@ -258,7 +272,7 @@ def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
         def get2(c):
             return f2.rows(c)
 
-    else:
+    else:  # per tile: the kept rows of x1, one extraction of x2's rows, the tile
         b = max(1, int((-2 * e + math.sqrt(4 * e * e + 4 * q * budget)) / (2 * q)))
         rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
         xx2 = x1 if sym else x2
@@ -293,31 +307,28 @@ def _ntvp_ntk(
     obs: Observation,
 ) -> torch.Tensor:
     """The NTK block of ``names`` by NTK-vector products: for each column (j, b),
-    ``J1 (J2^T e_jb)`` (one vjp on x2, one jvp on x1), vmapped over column chunks sized by
-    :func:`~kernelens.ntk._autodiff.ntvp_column_bytes`."""
+    ``J1 (J2^T e_jb)``, vmapped over blocks of columns; the vjp runs on the examples of x2
+    the block's columns belong to, the jvp on tiles of x1 (:func:`ntvp_tiles`)."""
     xx2 = x1 if x2 is None else x2
     n1, n2, o = x1.shape[0], xx2.shape[0], obs.outputs
     p = sum(math.prod(call.shapes[n]) for n in names)
-    per_col, fixed = ntvp_column_bytes(call, p, n1, n2, obs)
-    k = tile_size(n2 * o, per_col, max(1, budget - fixed))
+    tiles = ntvp_tiles(call, p, obs, budget, columns=n2 * o, n_in=n2, n_out=n1)
     out = torch.zeros(_result_shape(output, n1, n2, o), dtype=call.dtype, device=call.device)
-    cols = torch.arange(n2 * o, device=call.device)
-    for c in progress(_chunks(n2 * o, k), desc="NTK-vector products"):
-        idx = cols[c]
-        basis = torch.zeros(idx.numel(), n2, o, dtype=call.dtype, device=call.device)
-        basis[torch.arange(idx.numel()), idx // o, idx % o] = 1
-        _, tangents = vjp_products(call, xx2, basis, names=names, where="x2")
+    for c in progress(_chunks(n2 * o, tiles.columns), desc="NTK-vector products"):
+        idx = torch.arange(c.start, c.stop, device=call.device)
+        j0, j1 = c.start // o, (c.stop - 1) // o + 1  # the examples of x2 these columns cover
+        js, bs, cols = idx // o, idx % o, torch.arange(idx.numel(), device=call.device)
+        basis = torch.zeros(idx.numel(), j1 - j0, o, dtype=call.dtype, device=call.device)
+        basis[cols, js - j0, bs] = 1
+        tangents = ntvp_products(call, xx2[j0:j1], basis, tiles, names=names, where_in="x2")
         del basis
-        _, jv = jvp_products(call, x1, tangents, where="x1", batched=True)  # [k, N1, O]
-        del tangents
-        js, bs = idx // o, idx % o
-        if output == "full":
-            out[:, js, :, bs] = jv  # advanced indices apart: the indexed view is [k, N1, O]
-        elif output == "diagonal":
-            out[:, js, bs] = jv[torch.arange(idx.numel()), :, bs].T
-        else:
-            out.index_add_(1, js, jv[torch.arange(idx.numel()), :, bs].T)
-        del jv
+        for rows, jv in jvp_rows(call, x1, tangents, tiles, where_out="x1"):  # [k, r, O]
+            if output == "full":
+                out[rows, js, :, bs] = jv  # advanced indices apart: the view is [k, r, O]
+            elif output == "diagonal":
+                out[rows, js, bs] = jv[cols, :, bs].T
+            else:
+                out[rows].index_add_(1, js, jv[cols, :, bs].T)
     return out
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from .._memory import element_size, resolve_memory_budget, tile_size
 from .._validation import check_choice
 from ..linalg import LinearOperator
-from ._autodiff import jvp_products, ntvp_column_bytes, per_example_grads, vjp_products
+from ._autodiff import jvp_rows, ntvp_products, ntvp_tiles, per_example_grads
 from ._model import ModelCall, check_input
 from ._plan import make_plan, probe_structure
 from .engine import _extract_all
@@ -69,6 +69,7 @@ class NTKOperator(LinearOperator):
         self.n = self.x.shape[0]
         self.num_params = sum(math.prod(s) for s in self.call.shapes.values())
         self.factors: Factors | None = None
+        self._kept_bytes = 0.0
         if backend != "ntvp":
             plan = make_plan(
                 self.call,
@@ -80,14 +81,21 @@ class NTKOperator(LinearOperator):
                 where="x",
                 structure=st,
             )
-            fits = plan.example_bytes * self.n <= self.budget / 2
-            if backend == "factors" or fits:
-                self.factors = _extract_all(plan, self.x, None, self.budget, "x", "NTK factors")
+            kept = plan.example_bytes * self.n
+            if backend == "factors" or kept + plan.extract_bytes <= self.budget / 2:
+                room = max(self.budget / 2 - kept, plan.extract_bytes)
+                self.factors = _extract_all(plan, self.x, None, room, "x", "NTK factors")
+                self._kept_bytes = kept
         self.backend = "factors" if self.factors is not None else "ntvp"
-        per_col, fixed = ntvp_column_bytes(
-            self.call, self.num_params, self.n, self.n, st.observation
+        self._tiles = ntvp_tiles(
+            self.call,
+            self.num_params,
+            st.observation,
+            self.budget,
+            columns=self.n * self.outputs,
+            n_in=self.n,
+            n_out=self.n,
         )
-        self._col_bytes, self._fixed_bytes = per_col, fixed
         size = self.n * self.outputs if output == "full" else self.n
         super().__init__(
             (size, size),
@@ -101,9 +109,11 @@ class NTKOperator(LinearOperator):
         """``Theta V`` for ``V [K, N, O]`` -> ``[K, N, O]``."""
         if self.factors is not None:
             return dense_dot(self.factors.combine(V), self.factors)
-        _, tangents = vjp_products(self.call, self.x, V, where="x")
-        _, jv = jvp_products(self.call, self.x, tangents, where="x", batched=True)
-        return jv
+        tangents = ntvp_products(self.call, self.x, V, self._tiles, where_in="x")
+        out = V.new_empty(V.shape)
+        for rows, jv in jvp_rows(self.call, self.x, tangents, self._tiles, where_out="x"):
+            out[:, rows] = jv
+        return out
 
     def _apply(self, V: torch.Tensor) -> torch.Tensor:
         n, o = self.n, self.outputs
@@ -116,11 +126,9 @@ class NTKOperator(LinearOperator):
             blocks = (V.T[:, None, :, None] * eye[None, :, None, :]).reshape(k * o, n, o)
         if self.factors is not None:  # a block of V costs its combine and its product
             col = 4 * element_size(self.dtype) * (self.num_params + self.n * self.outputs) + 1
-            step = tile_size(blocks.shape[0], col, self.budget)
+            step = tile_size(blocks.shape[0], col, max(1, self.budget - self._kept_bytes))
         else:
-            step = tile_size(
-                blocks.shape[0], self._col_bytes, max(1, self.budget - self._fixed_bytes)
-            )
+            step = self._tiles.columns
         outs = [self._apply_full(blocks[s : s + step]) for s in range(0, blocks.shape[0], step)]
         out = torch.cat(outs)
         if self.output == "full":
