@@ -72,46 +72,36 @@ def test_small_outside_use_is_not_dropped(dtype, scale):
     )
 
 
-class Centered(nn.Module):
+class TwoLayer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.lin = nn.Linear(4, 8)
         self.out = nn.Linear(8, 2)
 
+
+class Centered(TwoLayer):
     def forward(self, x):
         h = self.lin(x)
         return self.out(torch.tanh(h - h.mean(0)))
 
 
-class MyBatchNorm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 2)
-
+class MyBatchNorm(TwoLayer):
     def forward(self, x):
         h = self.lin(x)
         h = (h - h.mean(0, keepdim=True)) / (h.var(0, keepdim=True, unbiased=False) + 1).sqrt()
         return self.out(h)
 
 
-class Noisy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 2)
-
+class Noisy(TwoLayer):
     def forward(self, x):
         return self.out(F.dropout(torch.tanh(self.lin(x)), 0.5, training=True))
 
 
-class FixedMasks(nn.Module):
+class FixedMasks(TwoLayer):
     """Dropout with masks fixed per example (held in a buffer): deterministic."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.lin = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 2)
         self.register_buffer("mask", (torch.rand(8) > 0.5).double() * 2)
 
     def forward(self, x):

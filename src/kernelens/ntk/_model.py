@@ -22,6 +22,7 @@ __all__ = [
     "RandomForwardError",
     "check_input",
     "flatten_output",
+    "select_output",
 ]
 
 
@@ -60,6 +61,57 @@ def _check_batch_independent(model: nn.Module) -> None:
             )
 
 
+class SelectOutput(nn.Module):
+    """``model`` whose output is one entry of what ``model`` returns (see
+    :func:`select_output`)."""
+
+    def __init__(self, model: nn.Module, key: str | int) -> None:
+        super().__init__()
+        self.model = model
+        self.key = key
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.model(*args, **kwargs)
+        key = self.key
+        try:
+            return out[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            if isinstance(key, str) and hasattr(out, key):
+                return getattr(out, key)
+            keys = list(out.keys()) if hasattr(out, "keys") else None
+            have = f"its keys are {keys}" if keys is not None else f"it is a {type(out).__name__}"
+            if isinstance(out, tuple | list):
+                have = f"it is a {type(out).__name__} of {len(out)} entries"
+            raise ValueError(
+                f"select_output could not take {key!r} from the model's output: {have}."
+            ) from exc
+
+    def extra_repr(self) -> str:
+        return f"key={self.key!r}"
+
+
+def select_output(model: nn.Module, key_or_index: str | int) -> nn.Module:
+    """Wrap a model whose forward returns a dict, a tuple or a HuggingFace-style
+    ``ModelOutput`` so that it returns the one tensor the NTK should use.
+
+    Args:
+        model: the model; it becomes the submodule ``model`` of the wrapper, so parameter
+            names gain the prefix ``"model."`` (``params=["model.lin.weight"]``).
+        key_or_index: a key (``"logits"``; an attribute name also works) or an index
+            (``0``) into the output.
+
+    Returns:
+        an ``nn.Module`` sharing ``model``'s parameters (no copy).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(key_or_index, str | int) or isinstance(key_or_index, bool):
+        raise TypeError(
+            f"key_or_index must be a key (str) or an index (int), got {key_or_index!r}."
+        )
+    return SelectOutput(model, key_or_index)
+
+
 def check_input(x: Any, name: str, *, finite: bool = True) -> torch.Tensor:
     """Return ``x`` as a tensor with a leading batch axis (float or integer)."""
     if not isinstance(x, torch.Tensor):
@@ -80,10 +132,11 @@ def flatten_output(y: Any, n: int, where: str) -> torch.Tensor:
     """Return the model output as ``[n, O]``: ``[n]`` becomes ``[n, 1]`` and ``[n, d1, d2, ...]``
     is flattened in C order to ``[n, d1 * d2 * ...]``."""
     if not isinstance(y, torch.Tensor):
+        hint = "'logits'" if isinstance(y, Mapping) or hasattr(y, "keys") else "0"
         raise TypeError(
             f"the model returned {type(y).__name__} on {where}; it must return one tensor "
-            "[N, O] or [N]. Wrap the model to select the output, e.g. "
-            "nn.Sequential(model, PickFirst()) or lambda-style wrapper module."
+            "[N, O] or [N]. Select the output you mean with kernelens.ntk.select_output, "
+            f"e.g. select_output(model, {hint}) (parameter names then start with 'model.')."
         )
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(
