@@ -1,11 +1,12 @@
 """Planning: which parameters the structured method covers, how each layer's block is
 computed, and what it costs.
 
-A plan is made once per call from two tiny probe forwards (batches of 1 and 2 examples):
-they fix the example axis of every captured tensor, count the forward FLOPs, and check that
-the factors reproduce autograd's gradient (a parameter also used outside its module, e.g. a
-decoder that multiplies by ``embedding.weight`` directly, fails that check and moves to the
-per-example fallback, so results stay exact).
+Every call starts with the probe of :mod:`kernelens.ntk._probe` (three tiny forwards): it
+fixes the output count and the example axis of every captured tensor, counts the forward
+FLOPs and allocations, refuses batch-coupled or random models, and sees which parameters are
+used outside their modules (those layers move to the per-example fallback). A backstop then
+checks that the factors of the remaining layers reproduce autograd's gradient to round-off.
+Only that backstop and the factor shapes are cached, keyed on what the probe observed.
 """
 
 from __future__ import annotations
