@@ -250,7 +250,7 @@ def empirical_ntk(
     if plan.handlers or (plan.fallback and plan.fallback_form == "per-example"):
         _factor_ntk(plan, x1, x2, output, budget, result)
     if plan.fallback and plan.fallback_form == "ntvp":
-        result += _ntvp_ntk(call, x1, x2, output, plan.fallback, budget, plan.observation)
+        _ntvp_ntk(call, x1, x2, output, plan.fallback, budget, plan.observation, result)
     return result
 
 
@@ -305,15 +305,15 @@ def _ntvp_ntk(
     names: Sequence[str],
     budget: int,
     obs: Observation,
-) -> torch.Tensor:
-    """The NTK block of ``names`` by NTK-vector products: for each column (j, b),
+    out: torch.Tensor,
+) -> None:
+    """Add the NTK block of ``names`` to ``out`` by NTK-vector products: for each column (j, b),
     ``J1 (J2^T e_jb)``, vmapped over blocks of columns; the vjp runs on the examples of x2
     the block's columns belong to, the jvp on tiles of x1 (:func:`ntvp_tiles`)."""
     xx2 = x1 if x2 is None else x2
     n1, n2, o = x1.shape[0], xx2.shape[0], obs.outputs
     p = sum(math.prod(call.shapes[n]) for n in names)
     tiles = ntvp_tiles(call, p, obs, budget, columns=n2 * o, n_in=n2, n_out=n1)
-    out = torch.zeros(_result_shape(output, n1, n2, o), dtype=call.dtype, device=call.device)
     for c in progress(_chunks(n2 * o, tiles.columns), desc="NTK-vector products"):
         idx = torch.arange(c.start, c.stop, device=call.device)
         j0, j1 = c.start // o, (c.stop - 1) // o + 1  # the examples of x2 these columns cover
@@ -324,12 +324,11 @@ def _ntvp_ntk(
         del basis
         for rows, jv in jvp_rows(call, x1, tangents, tiles, where_out="x1"):  # [k, r, O]
             if output == "full":
-                out[rows, js, :, bs] = jv  # advanced indices apart: the view is [k, r, O]
+                out[rows, js, :, bs] += jv  # advanced indices apart: the view is [k, r, O]
             elif output == "diagonal":
-                out[rows, js, bs] = jv[cols, :, bs].T
+                out[rows, js, bs] += jv[cols, :, bs].T
             else:
                 out[rows].index_add_(1, js, jv[cols, :, bs].T)
-    return out
 
 
 def vjp(
