@@ -219,7 +219,9 @@ def empirical_ntk(
     Args:
         model: ``nn.Module`` mapping a batch ``[N, ...]`` to ``[N, O]``; ``[N]`` means O = 1 and
             ``[N, d1, d2, ...]`` is flattened in C order to O = d1 * d2 * .... It must treat
-            examples independently (BatchNorm in eval mode, no active dropout).
+            examples independently and be deterministic (BatchNorm in eval mode, no active
+            dropout); every call probes this (see Raises). Dict or tuple outputs: wrap the
+            model with :func:`~kernelens.ntk.select_output`.
         x1: inputs ``[N1, ...]`` (float, or integer token ids).
         x2: inputs ``[N2, ...]``; None means x1 (only one triangle is computed).
         method: ``"auto"`` (per layer by a FLOP/memory estimate), ``"structured"`` (per-layer
@@ -235,6 +237,10 @@ def empirical_ntk(
 
     Returns:
         The kernel in the dtype and device of the model's parameters.
+
+    Raises:
+        BatchCouplingError: ``f(x[:1])`` differs from ``f(x[:2])[:1]`` beyond round-off.
+        RandomForwardError: two forwards of the same inputs differ.
     """
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUT_MODES)
