@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -59,7 +60,7 @@ def test_kernel_operator_matches_in_process(client, name):
 def test_row_tiles_depend_on_shape_only():
     tiles = row_tiles(10_000, 5_000)
     assert tiles[0].start == 0 and tiles[-1].stop == 10_000
-    assert all(a.stop == b.start for a, b in zip(tiles, tiles[1:], strict=False))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(tiles))
     assert row_tiles(10_000, 5_000) == tiles
 
 
