@@ -29,10 +29,10 @@ def test_kernel_matvec_with_client(client):
 def test_cg_route_matches_in_process(client):
     X, y = _problem(600)
     k = make_kernel("laplace", bandwidth=3.0)
-    kw = {"shift": 1e-1, "method": "cg", "tol": 1e-10, "rank": 50, "seed": 0}
+    kw = {"shift": 1e-1, "solver": "cg", "tol": 1e-10, "rank": 50, "seed": 0}
     local = solve_kernel_system(k, X, y, **kw)
     dist = solve_kernel_system(k, X, y, client=client, **kw)
-    assert dist.method == "cg" and dist.converged
+    assert dist.solver == "cg" and dist.converged
     assert dist.iterations == local.iterations
     assert float((dist.x - local.x).norm() / local.x.norm()) < 1e-12
     exact = torch.linalg.solve(k(X) + 1e-1 * torch.eye(X.shape[0], dtype=X.dtype), y)
@@ -42,9 +42,9 @@ def test_cg_route_matches_in_process(client):
 def test_auto_route_uses_cg_with_a_client_and_cholesky_is_refused(client):
     X, y = _problem(400)
     k = make_kernel("laplace", bandwidth=3.0)
-    assert solve_kernel_system(k, X, y, shift=1e-1, client=client).method == "cg"
+    assert solve_kernel_system(k, X, y, shift=1e-1, client=client).solver == "cg"
     with pytest.raises(ValueError, match="cholesky"):
-        solve_kernel_system(k, X, y, shift=1e-1, method="cholesky", client=client)
+        solve_kernel_system(k, X, y, shift=1e-1, solver="cholesky", client=client)
 
 
 def test_eigenpro_matches_in_process(client):
@@ -60,4 +60,4 @@ def test_plain_callable_kernels_are_refused_with_a_client(client):
     X, y = _problem(300)
     k = make_kernel("laplace", bandwidth=3.0)
     with pytest.raises(TypeError, match="Kernel"):
-        solve_kernel_system(lambda a, b: k(a, b), X, y, shift=1e-1, method="cg", client=client)
+        solve_kernel_system(lambda a, b: k(a, b), X, y, shift=1e-1, solver="cg", client=client)

@@ -19,7 +19,7 @@ __all__ = ["GRID", "defaults_sweep", "rfm_defaults"]
 #: hyper-parameter -> values tried (everything else at its default)
 GRID: dict[str, list[Any]] = {
     "bandwidth": [1.0, 3.0, 10.0, 30.0, 100.0],
-    "reg": [1e-6, 1e-3, 1e-1],
+    "alpha": [1e-6, 1e-3, 1e-1],
     "iters": [0, 1, 2, 3, 5, 8],
     "agop_power": [0.5, 1.0],
     "centering": [False, True],
@@ -77,7 +77,7 @@ def rfm_defaults(quick: bool = True) -> Result:
             best[(name, d)] = min(sel, key=lambda r: r[3])[1]
     summary = (
         f"Scaling task, n_train = n_test = {n}, {len(seeds)} seed(s); each hyper-parameter "
-        "varied alone around the defaults (bandwidth 10, reg 1e-3, iters 5, agop_power 1, "
+        "varied alone around the defaults (bandwidth 10, alpha 1e-3, iters 5, agop_power 1, "
         "centering on, no early stopping). Best value per parameter and d: "
         + "; ".join(f"{name} (d={d}): {v}" for (name, d), v in best.items())
         + "."
