@@ -5,15 +5,18 @@ packages build on: :func:`jacobian_factors`, :func:`contract`, :func:`dense_dot`
 :class:`Factors`, :func:`jvp`, :func:`vjp`; :class:`NTKOperator` and :func:`spectrum`. See docs/ntk.md for the methods and the math.
 """
 
+from ._model import BatchCouplingError, RandomForwardError
 from .engine import empirical_ntk, explain, jacobian_factors, jvp, vjp
 from .factors import Factors, contract, dense_dot
 from .operator import NTKOperator
 from .spectrum import NTKSpectrum, spectrum
 
 __all__ = [
+    "BatchCouplingError",
     "Factors",
     "NTKOperator",
     "NTKSpectrum",
+    "RandomForwardError",
     "contract",
     "dense_dot",
     "empirical_ntk",

@@ -8,17 +8,30 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
+from torch import nn
 from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 from torch.func import vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .._memory import element_size
 from .._progress import progress
 from ._model import ModelCall
+from ._probe import Observation
 
-__all__ = ["batched_grad", "jvp_products", "per_example_grads", "vjp_products"]
+__all__ = [
+    "batched_grad",
+    "jvp_products",
+    "ntvp_column_bytes",
+    "padding_rows_as_autograd",
+    "per_example_grads",
+    "vjp_products",
+]
 
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError, ValueError)
+#: Tensors of the size of the forward's largest allocation live at once per example and
+#: column in a vmapped backward or jvp (an op's input, output and their cotangents/tangents).
+ACTIVATION_LIVE = 4
 
 
 def _is_unsupported(exc: BaseException) -> bool:
@@ -159,11 +172,11 @@ def _per_example_loop(call, names, x, cot, where):
                 else cot[i].T.to(y.dtype)
             )
             grads = batched_grad(y, leaves, basis[:, None, :])
-        grads = [
-            g if g is not None else torch.zeros(basis.shape[0], *p.shape).to(p)
-            for g, p in zip(grads, leaves)
-        ]
-        js.append(torch.cat([g.reshape(basis.shape[0], -1) for g in grads], dim=1))
+        grads = {
+            n: g if g is not None else p.new_zeros(basis.shape[0], *p.shape)
+            for n, g, p in zip(names, grads, leaves)
+        }
+        js.append(_flat(grads, names, 1))
         outs.append(y.detach()[0])
     return torch.stack(outs), torch.stack(js)
 
@@ -171,7 +184,7 @@ def _per_example_loop(call, names, x, cot, where):
 def vjp_products(
     call: ModelCall,
     x: torch.Tensor,
-    cot: torch.Tensor,
+    cot: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
     *,
     values: Mapping[str, torch.Tensor] | None = None,
     names: Sequence[str] | None = None,
@@ -179,17 +192,19 @@ def vjp_products(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``J^T c`` summed over the batch, for ``cot [K, N, O]``: ``(f(x) [N, O],
     {name: [K, *shape]})`` for the parameters ``names`` (default all selected; one vmapped
-    backward pass)."""
+    backward pass). ``cot`` may be a function of ``f(x)`` returning the cotangents (to check
+    them against the output without a second forward)."""
     vals = dict(call.values if values is None else values)
     names = call.names if names is None else names
     leaves = {n: vals[n].detach().requires_grad_(True) for n in names}
     vals.update(leaves)
     with torch.enable_grad():
         y = call(x, vals, where=where)
-        grads = batched_grad(y, list(leaves.values()), cot.to(y.dtype))
+        c = cot(y.detach()) if callable(cot) else cot
+        grads = batched_grad(y, list(leaves.values()), c.to(y.dtype))
     out = {}
     for (name, leaf), g in zip(leaves.items(), grads):
-        out[name] = g if g is not None else leaf.new_zeros(cot.shape[0], *leaf.shape)
+        out[name] = g if g is not None else leaf.new_zeros(c.shape[0], *leaf.shape)
     return y.detach(), out
 
 
@@ -221,8 +236,49 @@ def jvp_products(
         return _jvp_one(f, primals, t)
 
     tan = {n: tangents[n].to(base[n].dtype) for n in names}
-    with math_attention():
+    with math_attention(), padding_rows_as_autograd(call.model):
         return _jvp_dispatch(f, single, primals, tan, batched)
+
+
+@contextlib.contextmanager
+def padding_rows_as_autograd(model: nn.Module) -> Iterator[None]:
+    """Make forward mode treat every ``Embedding(padding_idx=...)`` as autograd's backward
+    does: the lookup of a padding token carries no tangent (its row gets no gradient from
+    that layer), while the same weight used elsewhere (an output head tied to it) keeps its
+    full tangent. The primal values are unchanged."""
+
+    def hook(mod: nn.Embedding, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        keep = (args[0] != mod.padding_idx).unsqueeze(-1)
+        return torch.where(keep, out, out.detach())
+
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def ntvp_column_bytes(
+    call: ModelCall, p: int, n1: int, n2: int, obs: Observation
+) -> tuple[float, float]:
+    """``(bytes per column, fixed bytes)`` of NTK-vector products ``J1 (J2^T V)`` for ``V``
+    with ``n2`` examples and a vmapped block of columns, ``p`` parameters differentiated.
+
+    Per column: the basis vector, the parameter tangent (with autograd's buffers), the
+    vmapped backward's activation cotangents on ``x2`` and the vmapped jvp's tangents on
+    ``x1`` (each a few of the forward's largest tensors per example), and the result column.
+    Fixed: the activations the forward on ``x2`` saves for the backward (at most everything
+    one example's forward allocates, per example)."""
+    es = element_size(call.dtype)
+    act = ACTIVATION_LIVE * obs.largest_bytes
+    per_col = es * (3 * p + n2 * obs.outputs + n1 * obs.outputs) + (n1 + n2) * act
+    fixed = n2 * obs.example_bytes + n1 * act
+    return per_col + 1, fixed
 
 
 def _jvp_dispatch(f, single, primals, tan, batched):

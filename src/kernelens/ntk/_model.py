@@ -16,7 +16,23 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["ModelCall", "check_input", "flatten_output"]
+__all__ = [
+    "BatchCouplingError",
+    "ModelCall",
+    "RandomForwardError",
+    "check_input",
+    "flatten_output",
+]
+
+
+class BatchCouplingError(ValueError):
+    """The model's output for one example depends on the other examples of the batch, so
+    per-example gradients (and the NTK) are undefined."""
+
+
+class RandomForwardError(ValueError):
+    """The model's forward is random (two forwards of the same inputs differ), so its NTK is
+    not a fixed kernel."""
 
 
 def _check_batch_independent(model: nn.Module) -> None:
@@ -26,19 +42,19 @@ def _check_batch_independent(model: nn.Module) -> None:
         label = name or "<root>"
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             if mod.training or mod.running_mean is None:
-                raise ValueError(
+                raise BatchCouplingError(
                     f"module {label!r} ({type(mod).__name__}) normalises with batch statistics, "
                     "which couples the examples of a batch, so per-example gradients (and the "
                     "NTK) are undefined; call model.eval() first (and use "
                     "track_running_stats=True)."
                 )
         if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
-            raise ValueError(
+            raise RandomForwardError(
                 f"module {label!r} ({type(mod).__name__}) is in training mode, so the network "
                 "is random and its NTK is not a fixed kernel; call model.eval() first."
             )
         if isinstance(mod, nn.MultiheadAttention) and mod.training and mod.dropout > 0:
-            raise ValueError(
+            raise RandomForwardError(
                 f"module {label!r} (MultiheadAttention) applies attention dropout in training "
                 "mode; call model.eval() first."
             )

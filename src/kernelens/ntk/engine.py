@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-from .._memory import element_size, resolve_memory_budget, tile_size
+from .._memory import resolve_memory_budget, tile_size
 from .._progress import progress
 from .._validation import check_choice
-from ._autodiff import jvp_products, vjp_products
+from ._autodiff import jvp_products, ntvp_column_bytes, vjp_products
 from ._model import ModelCall, check_input
-from ._plan import METHODS, NTKPlan, Plan, extract, make_plan
-from .factors import OUTPUT_MODES, DenseBlock, Factors, OuterSite, contract
+from ._plan import METHODS, Method, NTKPlan, Plan, extract, make_plan, probe_structure
+from ._probe import Observation
+from .factors import OUTPUT_MODES, DenseBlock, Factors, OuterSite, Output, contract
 
 __all__ = ["empirical_ntk", "explain", "jacobian_factors", "jvp", "vjp"]
 
 Params = Sequence[str | nn.Parameter] | None
+FactorMethod = Literal["auto", "structured", "jacobian"]
+FACTOR_METHODS: tuple[str, ...] = get_args(FactorMethod)
 Weights = Mapping[str, torch.Tensor] | None
 
 
@@ -108,7 +112,7 @@ def jacobian_factors(
     weights: Weights = None,
     params: Params = None,
     cotangents: torch.Tensor | None = None,
-    method: str = "auto",
+    method: FactorMethod = "auto",
     memory_budget: int | float | None = None,
 ) -> Factors:
     """Factors of the per-example gradients ``g[i, r] = sum_a c[i, a, r] d f_a(x_i)/d theta``.
@@ -125,16 +129,23 @@ def jacobian_factors(
     Returns:
         :class:`~kernelens.ntk.Factors` with ``n = N``, ``r = R``.
     """
-    check_choice(method, "method", ("auto", "structured", "jacobian"))
+    check_choice(method, "method", FACTOR_METHODS)
     call = ModelCall(model, params=params, weights=weights)
     x = check_input(x, "x")
     budget = resolve_memory_budget(memory_budget)
-    with torch.no_grad():
-        o = call(x[:1], where="x").shape[1]
-    cot = _check_cotangents(cotangents, x.shape[0], o, call)
-    r = o if cot is None else cot.shape[2]
+    st = probe_structure(call, x, None, method=method, where="x")
+    cot = _check_cotangents(cotangents, x.shape[0], st.outputs, call)
+    r = st.outputs if cot is None else cot.shape[2]
     plan = make_plan(
-        call, x, None, method=method, output="full", memory_budget=budget, r=r, where="x"
+        call,
+        x,
+        None,
+        method=method,
+        output="full",
+        memory_budget=budget,
+        r=r,
+        where="x",
+        structure=st,
     )
     return _extract_all(plan, x, cot, budget, "x", "NTK factors")
 
@@ -144,8 +155,8 @@ def explain(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,
     *,
-    method: str = "auto",
-    output: str = "full",
+    method: Method = "auto",
+    output: Output = "full",
     params: Params = None,
     memory_budget: int | float | None = None,
     weights: Weights = None,
@@ -181,8 +192,8 @@ def empirical_ntk(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,
     *,
-    method: str = "auto",
-    output: str = "full",
+    method: Method = "auto",
+    output: Output = "full",
     params: Params = None,
     memory_budget: int | float | None = None,
     weights: Weights = None,
@@ -226,7 +237,7 @@ def empirical_ntk(
     if plan.handlers or (plan.fallback and plan.fallback_form == "per-example"):
         _factor_ntk(plan, x1, x2, output, budget, result)
     if plan.fallback and plan.fallback_form == "ntvp":
-        result += ntvp_ntk(call, x1, x2, output, plan.fallback, budget)
+        result += _ntvp_ntk(call, x1, x2, output, plan.fallback, budget, plan.observation)
     return result
 
 
@@ -272,24 +283,23 @@ def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
             result[rows2[j], rows1[i]] += _mirror(tile, output)
 
 
-def ntvp_ntk(
+def _ntvp_ntk(
     call: ModelCall,
     x1: torch.Tensor,
     x2: torch.Tensor | None,
     output: str,
     names: Sequence[str],
     budget: int,
+    obs: Observation,
 ) -> torch.Tensor:
     """The NTK block of ``names`` by NTK-vector products: for each column (j, b),
-    ``J1 (J2^T e_jb)`` (one vjp on x2, one jvp on x1), vmapped over column chunks."""
+    ``J1 (J2^T e_jb)`` (one vjp on x2, one jvp on x1), vmapped over column chunks sized by
+    :func:`~kernelens.ntk._autodiff.ntvp_column_bytes`."""
     xx2 = x1 if x2 is None else x2
-    n1, n2 = x1.shape[0], xx2.shape[0]
-    with torch.no_grad():
-        o = call(x1[:1], where="x1").shape[1]
-    es = element_size(call.dtype)
+    n1, n2, o = x1.shape[0], xx2.shape[0], obs.outputs
     p = sum(math.prod(call.shapes[n]) for n in names)
-    per_col = es * (3 * p + 4 * (n1 + n2) * o) + 1
-    k = tile_size(n2 * o, per_col, budget)
+    per_col, fixed = ntvp_column_bytes(call, p, n1, n2, obs)
+    k = tile_size(n2 * o, per_col, max(1, budget - fixed))
     out = torch.zeros(_result_shape(output, n1, n2, o), dtype=call.dtype, device=call.device)
     cols = torch.arange(n2 * o, device=call.device)
     for c in progress(_chunks(n2 * o, k), desc="NTK-vector products"):
@@ -297,7 +307,9 @@ def ntvp_ntk(
         basis = torch.zeros(idx.numel(), n2, o, dtype=call.dtype, device=call.device)
         basis[torch.arange(idx.numel()), idx // o, idx % o] = 1
         _, tangents = vjp_products(call, xx2, basis, names=names, where="x2")
+        del basis
         _, jv = jvp_products(call, x1, tangents, where="x1", batched=True)  # [k, N1, O]
+        del tangents
         js, bs = idx // o, idx % o
         if output == "full":
             out[:, js, :, bs] = jv  # advanced indices apart: the indexed view is [k, N1, O]
@@ -305,6 +317,7 @@ def ntvp_ntk(
             out[:, js, bs] = jv[torch.arange(idx.numel()), :, bs].T
         else:
             out.index_add_(1, js, jv[torch.arange(idx.numel()), :, bs].T)
+        del jv
     return out
 
 
@@ -320,10 +333,12 @@ def vjp(
     ``{name: [K, *shape]}`` for ``[N, O, K]`` (one backward pass, vmapped over K)."""
     call = ModelCall(model, params=params, weights=weights)
     x = check_input(x, "x")
-    with torch.no_grad():
-        o = call(x[:1], where="x").shape[1]
-    c = _check_cotangents(cotangents, x.shape[0], o, call)
-    _, out = vjp_products(call, x, c.permute(2, 0, 1), where="x")
+
+    def columns(y: torch.Tensor) -> torch.Tensor:
+        c = _check_cotangents(cotangents, x.shape[0], y.shape[1], call)
+        return c.permute(2, 0, 1)
+
+    _, out = vjp_products(call, x, columns, where="x")
     if cotangents.ndim == 2:
         return {n: v[0] for n, v in out.items()}
     return out
@@ -337,8 +352,10 @@ def jvp(
     weights: Weights = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x) [N, O], J t [N, O])`` for a parameter tangent ``t = {name: [*shape]}`` (names
-    not given have zero tangent); forward-mode AD, one pass. As in autograd's backward, an
-    Embedding's ``padding_idx`` row counts as having no gradient."""
+    not given have zero tangent); forward-mode AD, one pass. ``J`` is the Jacobian whose
+    transpose autograd's backward computes (:func:`vjp`): an Embedding's ``padding_idx`` row
+    gets no tangent through that Embedding's lookup, but does wherever the same (tied)
+    weight is used elsewhere."""
     if not isinstance(tangents, Mapping) or not tangents:
         raise TypeError("tangents must be a non-empty mapping {parameter name: tensor}.")
     call = ModelCall(model, params=list(tangents), weights=weights)
@@ -349,15 +366,4 @@ def jvp(
                 f"tangents[{n!r}] has shape {tuple(t.shape)}, expected the parameter's shape "
                 f"{tuple(call.shapes[n])}."
             )
-    # autograd gives an Embedding's padding_idx row no gradient (it is never trained); the
-    # tangent along that row is dropped so that jvp is the transpose of vjp
-    tangents = dict(tangents)
-    canon = {id(p): n for n, p in model.named_parameters()}
-    for mod in model.modules():
-        if isinstance(mod, nn.Embedding) and mod.padding_idx is not None:
-            name = canon.get(id(mod.weight))
-            if name in tangents:
-                t = tangents[name].clone()
-                t[mod.padding_idx] = 0
-                tangents[name] = t
     return jvp_products(call, x, tangents, where="x")
