@@ -8,8 +8,8 @@ from torch import nn
 
 pytest.importorskip("distributed")
 
-import kernelens  # noqa: E402
-from kernelens.ntk import NTKOperator, spectrum  # noqa: E402
+import kernelens
+from kernelens.ntk import NTKOperator, spectrum
 
 
 def _model() -> nn.Module:
