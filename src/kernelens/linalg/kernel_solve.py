@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -104,17 +105,27 @@ class KernelSolveResult:
 
 
 def kernel_operator(
-    kernel: KernelFn, X: torch.Tensor, *, memory_budget: int | float | None = None
+    kernel: KernelFn,
+    X: torch.Tensor,
+    *,
+    memory_budget: int | float | None = None,
+    client: Any = None,
 ) -> LinearOperator:
     """``K(X, X)`` as a symmetric matrix-free operator whose products run in tiles.
 
-    Uses ``kernel.operator`` for a :class:`kernelens.kernels.Kernel` (its own tiled matvec),
-    and tiles ``kernel(X1, X2)`` calls for any other callable.
+    Uses ``kernel.operator`` for a :class:`kernelens.kernels.Kernel` (its own tiled matvec, on
+    the workers of ``client`` when one is given), and tiles ``kernel(X1, X2)`` calls for any
+    other callable (in-process only).
     """
     from ..kernels.base import Kernel  # deferred: kernels depends on linalg.operator
 
     if isinstance(kernel, Kernel):
-        return kernel.operator(X, memory_budget=memory_budget)
+        return kernel.operator(X, memory_budget=memory_budget, client=client)
+    if client is not None:
+        raise TypeError(
+            f"client= needs a kernelens.kernels.Kernel (its tiles can be sent to workers), got "
+            f"{type(kernel).__name__}; build one with kernelens.kernels.make_kernel(...)."
+        )
     return LinearOperator(
         (X.shape[0], X.shape[0]),
         lambda V: kernel_matmul(kernel, X, X, V, memory_budget=memory_budget),
@@ -141,6 +152,7 @@ def solve_kernel_system(
     warn: bool = True,
     show_progress: bool | None = None,
     method: str | None = None,
+    client: Any = None,
 ) -> KernelSolveResult:
     """Solve ``(K(X, X) + shift I) alpha = Y`` within a memory budget.
 
@@ -173,6 +185,9 @@ def solve_kernel_system(
         warn: warn when an iterative route does not converge.
         show_progress: progress bars (default: on a terminal).
         method: deprecated name of ``solver`` (removed in the next release).
+        client: a :class:`distributed.Client`: the iterative routes run their kernel products
+            on its workers (``memory_budget`` then applies per worker); ``"auto"`` never picks
+            the dense Cholesky route with a client. None computes in-process.
 
     Returns:
         :class:`KernelSolveResult`.
@@ -192,6 +207,13 @@ def solve_kernel_system(
         solver = check_choice(method, "method", SOLVERS)
     rank = check_positive_int(rank, "rank")
     budget = resolve_memory_budget(memory_budget)
+    solver = check_choice(solver, "solver", SOLVERS)
+    if client is not None and solver == "cholesky":
+        raise ValueError(
+            "solver='cholesky' forms the Gram in this process, so it cannot use client=; pass "
+            "solver='cg' (or 'eigenpro', or 'auto') to run the kernel products on the workers."
+        )
+    solver = "cg" if client is not None and solver == "auto" else solver
     solver = resolve_solver(solver, n, X.dtype, budget)
 
     if solver == "cholesky":
@@ -223,13 +245,14 @@ def solve_kernel_system(
             memory_budget=budget,
             warn=warn,
             show_progress=show_progress,
+            client=client,
         )
         return KernelSolveResult(res.x, "eigenpro", res.converged, res.residual_norm, res.epochs)
 
     P = EigenProPreconditioner(
         kernel, X, q, subsample_size=s, shift=shift, seed=seed, memory_budget=budget
     )
-    op = kernel_operator(kernel, X, memory_budget=budget).shift(shift)
+    op = kernel_operator(kernel, X, memory_budget=budget, client=client).shift(shift)
     res = conjugate_gradient(
         op,
         Y,

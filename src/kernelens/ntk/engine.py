@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -210,6 +210,7 @@ def empirical_ntk(
     params: Params = None,
     memory_budget: int | float | None = None,
     weights: Weights = None,
+    client: Any = None,
 ) -> torch.Tensor:
     """The empirical neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -234,6 +235,10 @@ def empirical_ntk(
         memory_budget: bytes for the working set (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET); the
             result itself is not counted.
         weights: parameter values to use instead of the module's (name -> tensor, partial).
+        client: a :class:`distributed.Client`: the kernel's example blocks are computed on its
+            workers (:func:`kernelens.distributed.distributed_empirical_ntk`; the model and the
+            inputs are checked here first, and ``memory_budget`` applies per worker). None
+            computes in-process.
 
     Returns:
         The kernel in the dtype and device of the model's parameters.
@@ -248,6 +253,21 @@ def empirical_ntk(
     x1, x2 = _check_inputs(x1, x2)
     budget = resolve_memory_budget(memory_budget)
     plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=budget)
+    if client is not None:
+        from ..distributed import distributed_empirical_ntk
+
+        return distributed_empirical_ntk(
+            model,
+            x1,
+            x2,
+            client=client,
+            outputs=plan.outputs,
+            method=method,
+            output=output,
+            params=params,
+            weights=weights,
+            memory_budget=budget,
+        )
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     result = torch.zeros(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -44,6 +44,9 @@ class NTKOperator(LinearOperator):
         output: ``"full"`` or ``"trace"``.
         params, weights, memory_budget: as in :func:`empirical_ntk`.
         backend: ``"auto"``, ``"factors"`` or ``"ntvp"``.
+        client: a :class:`distributed.Client`: each product runs on its workers
+            (:class:`kernelens.distributed.DistributedNTKOperator`; ``backend`` is then
+            ``"distributed"``). None computes in-process.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class NTKOperator(LinearOperator):
         weights: Mapping[str, torch.Tensor] | None = None,
         memory_budget: int | float | None = None,
         backend: Backend = "auto",
+        client: Any = None,
     ) -> None:
         check_choice(output, "output", OPERATOR_OUTPUTS)
         check_choice(backend, "backend", BACKENDS)
@@ -70,7 +74,21 @@ class NTKOperator(LinearOperator):
         self.num_params = sum(math.prod(s) for s in self.call.shapes.values())
         self.factors: Factors | None = None
         self._kept_bytes = 0.0
-        if backend != "ntvp":
+        self._remote: LinearOperator | None = None
+        if client is not None:
+            from ..distributed import DistributedNTKOperator
+
+            self._remote = DistributedNTKOperator(
+                model,
+                self.x,
+                client=client,
+                outputs=self.outputs,
+                output=output,
+                params=params,
+                weights=weights,
+                memory_budget=self.budget,
+            )
+        elif backend != "ntvp":
             plan = make_plan(
                 self.call,
                 self.x,
@@ -86,7 +104,11 @@ class NTKOperator(LinearOperator):
                 room = max(self.budget / 2 - kept, plan.extract_bytes)
                 self.factors = _extract_all(plan, self.x, None, room, "x", "NTK factors")
                 self._kept_bytes = kept
-        self.backend = "factors" if self.factors is not None else "ntvp"
+        self.backend = (
+            "distributed"
+            if self._remote is not None
+            else ("factors" if self.factors is not None else "ntvp")
+        )
         self._tiles = ntvp_tiles(
             self.call,
             self.num_params,
@@ -116,6 +138,8 @@ class NTKOperator(LinearOperator):
         return out
 
     def _apply(self, V: torch.Tensor) -> torch.Tensor:
+        if self._remote is not None:
+            return self._remote.matmat(V)
         n, o = self.n, self.outputs
         k = V.shape[1]
         V = V.to(self.call.dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,6 +114,7 @@ def spectrum(
     trace_matvecs: int = 60,
     condition: bool = True,
     seed: int = 0,
+    client: Any = None,
 ) -> NTKSpectrum:
     """Top-``k`` eigenpairs and spectral statistics of the NTK, never forming it when large.
 
@@ -130,6 +132,8 @@ def spectrum(
             ``n <= 3 * trace_matvecs`` is formed instead and every statistic is exact.
         condition: also estimate the smallest eigenvalue (one more Lanczos run).
         seed: randomness of the Lanczos start and of Hutch++.
+        client: a :class:`distributed.Client` for the operator's products (see
+            :class:`NTKOperator`); None computes in-process.
     """
     budget = resolve_memory_budget(memory_budget)
     if isinstance(model, LinearOperator):
@@ -138,7 +142,13 @@ def spectrum(
         if x is None:
             raise ValueError("x is required when model is an nn.Module; pass the inputs [N, ...].")
         op = NTKOperator(
-            model, x, output=output, params=params, weights=weights, memory_budget=budget
+            model,
+            x,
+            output=output,
+            params=params,
+            weights=weights,
+            memory_budget=budget,
+            client=client,
         )
     n = op.shape[0]
     k = check_positive_int(k, "k")
