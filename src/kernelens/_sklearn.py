@@ -34,6 +34,7 @@ __all__ = [
     "TorchEstimatorMixin",
     "boolean",
     "choice",
+    "dask_client",
     "integer",
     "memory_budget",
     "nonnegative",
@@ -98,6 +99,16 @@ memory_budget = Constraint(
 )
 
 
+def _check_client(value: Any, name: str) -> None:
+    if value is not None:
+        from .distributed import check_client
+
+        check_client(value, name)
+
+
+dask_client = Constraint("None or a running distributed.Client", _check_client)
+
+
 def integer(minimum: int = 1) -> Constraint:
     """An integer ``>= minimum``."""
     return Constraint(
@@ -122,6 +133,46 @@ class TorchEstimatorMixin(BaseEstimator):
     #: Whether ``y`` may be ``[n, k]`` (regressors) rather than only ``[n]``.
     _multi_output: bool = True
     dtype: str
+
+    # -- a Dask client is a hyper-parameter passed by reference ----------------------------------
+    def __sklearn_clone__(self) -> Any:
+        """scikit-learn's clone, except that ``client`` (which cannot be deep-copied) is passed
+        to the copy by reference."""
+        client = self.__dict__.get("client")
+        if client is None:
+            return super().__sklearn_clone__()
+        self.client = None
+        try:
+            new = super().__sklearn_clone__()
+        finally:
+            self.client = client
+        new.client = client
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling drops ``client`` (a connection cannot be pickled); a fitted estimator still
+        predicts in-process, and ``fit`` then refuses until a client (or None) is set again."""
+        state = super().__getstate__()
+        if state.get("client") is not None:
+            state = {**state, "client": None, "_client_dropped": True}
+        return state
+
+    def set_params(self, **params: Any) -> Any:
+        if "client" in params:
+            self.__dict__.pop("_client_dropped", None)
+        return super().set_params(**params)
+
+    def _fit_client(self) -> Any:
+        """The client ``fit`` runs on (None: in-process); refuses a copy whose client was
+        dropped by pickling, e.g. by ``GridSearchCV(n_jobs > 1)``."""
+        if self.__dict__.get("_client_dropped") and getattr(self, "client", None) is None:
+            raise RuntimeError(
+                f"this {type(self).__name__} was pickled with a Dask client, which pickling "
+                "drops: a distributed.Client cannot be sent to other processes. With client=, "
+                "run GridSearchCV / cross_validate with n_jobs=1 (the client already runs the "
+                "work in parallel), or call set_params(client=...) (or client=None) before fit."
+            )
+        return getattr(self, "client", None)
 
     def _validate_params(self) -> None:
         """Check every hyper-parameter against the table (named errors)."""

@@ -12,7 +12,8 @@ Needs the ``scale`` extra: ``pip install "kernelens[scale]"``.
 
 from ._client import check_client, local_client
 from ._tasks import SharedData, map_tiles
-from .kernel import DistributedKernelOperator, row_tiles
+from .agop import distributed_agop_sums
+from .kernel import DistributedKernelOperator, distributed_gram, row_tiles
 from .ntk import DistributedNTKOperator, distributed_empirical_ntk, ntk_block_plan
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "DistributedNTKOperator",
     "SharedData",
     "check_client",
+    "distributed_agop_sums",
     "distributed_empirical_ntk",
+    "distributed_gram",
     "local_client",
     "map_tiles",
     "ntk_block_plan",

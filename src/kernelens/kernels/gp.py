@@ -16,6 +16,7 @@ from .._sklearn import (
     Constraint,
     boolean,
     choice,
+    dask_client,
     memory_budget,
     nonnegative,
     optional,
@@ -46,6 +47,9 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
             before the final fit. Fitted values are in ``bandwidth_``, ``amplitude_``,
             ``alpha_``.
         kernel_params, dtype, memory_budget: as in :class:`~kernelens.kernels.KernelRidge`.
+        client: a :class:`distributed.Client`: the Grams of the final fit and of ``predict`` are
+            computed in row blocks on its workers (the Cholesky factor and the likelihood
+            optimisation, which needs gradients, stay in-process). None computes in-process.
 
     Attributes:
         log_marginal_likelihood_value_: the log marginal likelihood of the training targets
@@ -61,6 +65,7 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
         "optimize": boolean,
         "dtype": choice(DTYPES),
         "memory_budget": memory_budget,
+        "client": dask_client,
     }
 
     def __init__(
@@ -75,6 +80,7 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
         kernel_params: dict[str, Any] | None = None,
         dtype: str = "float64",
         memory_budget: int | None = None,
+        client: Any = None,
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -85,6 +91,7 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
         self.kernel_params = kernel_params
         self.dtype = dtype
         self.memory_budget = memory_budget
+        self.client = client
 
     # -- core --------------------------------------------------------------------------------
     def _kernel_at(self, bandwidth: float | torch.Tensor) -> Kernel | None:
@@ -108,7 +115,7 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log marginal likelihood, Cholesky factor, coef)`` of ``Y [n, k]``."""
         kernel = self._kernel_at(bandwidth)
-        K = X if kernel is None else kernel(X)
+        K = X if kernel is None else self._gram_of(kernel, X)
         n = K.shape[0]
         A = amplitude * K + alpha * torch.eye(n, dtype=K.dtype, device=K.device)
         L, _ = jittered_cholesky(A, warn=False)
@@ -119,6 +126,15 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
             - 0.5 * n * Y.shape[1] * math.log(2 * math.pi)
         )
         return lml, L, coef
+
+    def _gram_of(self, kernel: Kernel, X1: torch.Tensor, X2: torch.Tensor | None = None) -> Any:
+        """``kernel(X1, X2)``: on the client's workers when one is set and no gradient is
+        needed (the likelihood's optimisation differentiates through the kernel, in-process)."""
+        if self.client is None or torch.is_grad_enabled():
+            return kernel(X1, X2)
+        from ..distributed import distributed_gram
+
+        return distributed_gram(kernel, X1, X2, client=self.client)
 
     def _optimise(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[float, float, float]:
         """Maximise the LML over log-parameters with L-BFGS; returns the optimum."""
@@ -154,6 +170,7 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Fit on ``X [n, d]`` and ``y [n]`` or ``[n, k]``."""
         self._validate_params()
+        self._fit_client()
         X, y = self._validate_X(X, reset=True, y=y, y_numeric=True, multi_output=True)
         Y = y[:, None] if y.ndim == 1 else y
         if self.normalize_y:
@@ -216,7 +233,11 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
                 "pass a kernel name or a Kernel object instead."
             )
         Xv = self._tensor(self._validate_X(X, reset=False))
-        Ks = self.amplitude_ * (Xv if self.kernel_ is None else self.kernel_(Xv, self.X_fit_))
+        if self.kernel_ is None:
+            Ks = self.amplitude_ * Xv
+        else:
+            with torch.no_grad():
+                Ks = self.amplitude_ * self._gram_of(self.kernel_, Xv, self.X_fit_)
         y_std = torch.as_tensor(self._y_std, dtype=Ks.dtype)
         mean = (Ks @ self._coef2d) * y_std + torch.as_tensor(self._y_mean, dtype=Ks.dtype)
         mean_out = wrap_like(mean[:, 0] if self._single else mean, X)

@@ -16,6 +16,7 @@ from .._sklearn import (
     CalibratedClassifierMixin,
     Constraint,
     choice,
+    dask_client,
     memory_budget,
     nonnegative,
     optional,
@@ -51,7 +52,12 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
             ``precomputed`` Grams support ``"auto"``, ``"cholesky"``, ``"cg"``.
         tol: relative residual target of the iterative solvers (None: their dtype default).
         dtype: ``"float64"`` (default) or ``"float32"`` for the computation.
-        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
+        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET);
+            per worker process with a client.
+        client: a :class:`distributed.Client`: the iterative solve's kernel products, and the
+            products of ``predict``, run on its workers (``solver="auto"`` is then CG;
+            ``"cholesky"`` and ``kernel="precomputed"`` are refused). Passed by reference through
+            ``clone``; pickling drops it. None (default) computes in-process.
 
     Attributes:
         dual_coef_: ``[n]`` or ``[n, k]`` coefficients.
@@ -68,6 +74,7 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
         "tol": optional(positive),
         "dtype": choice(DTYPES),
         "memory_budget": memory_budget,
+        "client": dask_client,
     }
 
     def __init__(
@@ -81,6 +88,7 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
         tol: float | None = None,
         dtype: str = "float64",
         memory_budget: int | None = None,
+        client: Any = None,
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -90,6 +98,7 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
         self.tol = tol
         self.dtype = dtype
         self.memory_budget = memory_budget
+        self.client = client
 
     # -- fitting ------------------------------------------------------------------------------
     def _route(self, n: int) -> str:
@@ -99,6 +108,14 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
                 "solver='eigenpro' needs kernel evaluations; with kernel='precomputed' use "
                 "'cholesky' or 'cg'."
             )
+        if self._fit_client() is not None:
+            if self.kernel_ is None or self.solver == "cholesky":
+                raise ValueError(
+                    "client= runs kernel products on Dask workers, which needs a kernel "
+                    "(not 'precomputed') and an iterative solver: use solver='auto', 'cg' or "
+                    "'eigenpro', or client=None."
+                )
+            return "cg" if self.solver == "auto" else self.solver
         return resolve_solver(self.solver, n, self._torch_dtype(), self.memory_budget)
 
     @property
@@ -126,6 +143,7 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
             solver=self.solver_,
             tol=self.tol,
             memory_budget=self.memory_budget,
+            client=self.client,
         )
         return res.x
 
@@ -166,7 +184,9 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
                     f"(test x train Gram), got {tuple(Xv.shape)}."
                 )
             return Xv @ self._coef2d
-        return self.kernel_.matvec(Xv, self.X_fit_, self._coef2d, memory_budget=self.memory_budget)
+        return self.kernel_.matvec(
+            Xv, self.X_fit_, self._coef2d, memory_budget=self.memory_budget, client=self.client
+        )
 
     def predict(self, X: Any) -> Any:
         """Predictions ``[m]`` or ``[m, k]`` (numpy for numpy input, tensor for tensor input)."""

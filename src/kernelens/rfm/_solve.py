@@ -10,6 +10,7 @@ by :func:`kernelens.linalg.kernel_solve.resolve_solver`, the one home of that ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -48,6 +49,7 @@ def solve(
     seed: int | None = 0,
     memory_budget: int | None = None,
     show_progress: bool | None = None,
+    client: Any = None,
 ) -> Solution:
     """Solve ``(k(U, U) + alpha I) coef = Y`` for ``U [n, r]``, ``Y [n, c]`` by ``solver``
     (``"cholesky"``, ``"cg"`` with an EigenPro preconditioner, or ``"eigenpro"``)."""
@@ -63,6 +65,7 @@ def solve(
         seed=seed,
         memory_budget=memory_budget,
         show_progress=show_progress,
+        client=client,
     )
     # (K + alpha I) coef = Y - residual, so K coef = Y - alpha coef up to the residual
     fitted = Y - alpha * res.x

@@ -138,6 +138,7 @@ def machine_agop(
     weights: torch.Tensor | None = None,
     memory_budget: int | None = None,
     show_progress: bool | None = None,
+    client: Any = None,
 ) -> torch.Tensor:
     """AGOP of a kernel machine at the mapped points ``U = X S [m, r]`` -> ``[d, d]`` or
     ``[d]``: accumulated in ``u`` coordinates, mapped back with ``S (.) S^T``. ``weights``
@@ -147,7 +148,9 @@ def machine_agop(
     Two exact routes: the gradients in tiles (cost ``~ m n c r + m c r^2``), or, for Laplace
     and Gaussian machines with many outputs ``c`` and many coordinates ``r``, the "Gram
     route" of :mod:`kernelens.rfm._agop_gram` (``~ m n^2 + n^2 r + (m + n) r^2``), whichever
-    is cheaper and fits the memory budget.
+    is cheaper and fits the memory budget. With a Dask ``client`` the gradient tiles run on its
+    workers (:func:`kernelens.distributed.distributed_agop_sums`) and their sums are added in
+    tile order.
     """
     m = U.shape[0]
     n, c = machine.coef.shape
@@ -160,6 +163,15 @@ def machine_agop(
             return factor.pull_back_diagonal(G)
         full = factor.pull_back(G)
         return full.diagonal().clone() if diagonal else full
+
+    if client is not None:
+        from ..distributed import distributed_agop_sums
+
+        rows = machine.gradient_tile_rows(m, memory_budget)
+        total, grad_sum = distributed_agop_sums(
+            machine, U, rows, diagonal=diag_only, memory_budget=memory_budget, client=client
+        )
+        return pull_back(_finish(total, grad_sum, m, centering=centering, diagonal=diag_only))
 
     direct, gram = gram_route_cost(m, n, c, r)
     if (

@@ -37,6 +37,7 @@ from .._sklearn import (
     TorchEstimatorMixin,
     boolean,
     choice,
+    dask_client,
     integer,
     memory_budget,
     nonnegative,
@@ -100,6 +101,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         "memory_budget": memory_budget,
         "show_progress": optional(boolean),
         "reg": optional(nonnegative),
+        "client": dask_client,
     }
 
     def __init__(
@@ -124,6 +126,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         memory_budget: int | None = None,
         show_progress: bool | None = None,
         reg: float | None = None,
+        client: Any = None,
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -144,6 +147,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         self.memory_budget = memory_budget
         self.show_progress = show_progress
         self.reg = reg
+        self.client = client
 
     # -- checks -------------------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -198,7 +202,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         n, d = X.shape
         kind = self.kernel
         diagonal = self.M == "diagonal"
-        solver = resolve_solver(
+        solver = self._client_solver() or resolve_solver(
             self.solver, n, X.dtype, self.memory_budget, refuse_over_budget=True
         )
         agop_rows = None
@@ -239,7 +243,12 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
             if W is not None and agop_rows is not None:
                 W = W[agop_rows]
             G = machine_agop(
-                machine, U, diagonal=diagonal, weights=W, memory_budget=self.memory_budget
+                machine,
+                U,
+                diagonal=diagonal,
+                weights=W,
+                memory_budget=self.memory_budget,
+                client=self.client,
             )
             del W
             update = metric_update(
@@ -268,6 +277,17 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
             return best[1], best[2], history
         self.best_iter_ = len(history) - 1
         return machine, sol, history
+
+    def _client_solver(self) -> str | None:
+        """With a client, the solver that runs on its workers (``auto`` -> CG); None without."""
+        if self._fit_client() is None:
+            return None
+        if self.solver == "cholesky":
+            raise ValueError(
+                "solver='cholesky' forms the Gram in this process, so it cannot use client=; use "
+                "solver='auto' (CG with a client), 'cg' or 'eigenpro', or client=None."
+            )
+        return "cg" if self.solver == "auto" else self.solver
 
     def _solve(
         self,
@@ -306,6 +326,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
                 seed=seed,
                 memory_budget=self.memory_budget,
                 show_progress=self.show_progress,
+                client=self.client,
             )
         machine = KernelMachine(
             self.kernel, float(self.bandwidth), M, factor, U, sol.coef, intercept
@@ -412,7 +433,12 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         random_state: seed of the validation split, the AGOP subset and the solvers'
             subsamples.
         dtype: ``"float64"`` (default) or ``"float32"``.
-        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
+        memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET);
+            per worker process with a client.
+        client: a :class:`distributed.Client`: each iteration's kernel solve (CG or EigenPro;
+            ``solver="auto"`` is then CG, ``"cholesky"`` is refused) and AGOP tiles run on its
+            workers. Passed by reference through ``clone``; pickling drops it. None (default)
+            computes in-process.
         show_progress: progress bars (default: on a terminal).
         reg: deprecated alias of ``alpha`` (a ``FutureWarning``; removed in the next release).
 
@@ -506,6 +532,7 @@ class RFMClassifier(CalibratedClassifierMixin, ClassifierMixin, _RFMBase):
                 seed=seed,
                 memory_budget=self.memory_budget,
                 show_progress=self.show_progress,
+                client=self.client,
             ).coef
 
         return loo_temperature(
