@@ -11,13 +11,9 @@ from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._sklearn import (
-    DTYPES,
     Constraint,
     boolean,
-    choice,
-    memory_budget,
     nonnegative,
-    optional,
     positive,
     wrap_like,
 )
@@ -53,13 +49,10 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         **KERNEL_CONSTRAINTS,
-        "bandwidth": optional(positive),
         "amplitude": positive,
         "alpha": nonnegative,
         "normalize_y": boolean,
         "optimize": boolean,
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
     }
 
     def __init__(

@@ -11,11 +11,9 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._sklearn import (
-    DTYPES,
     CalibratedClassifierMixin,
     Constraint,
     choice,
-    memory_budget,
     nonnegative,
     optional,
     positive,
@@ -61,12 +59,9 @@ class KernelRidge(RegressorMixin, KernelEstimatorMixin):
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         **KERNEL_CONSTRAINTS,
-        "bandwidth": optional(positive),
         "alpha": nonnegative,
         "solver": choice(SOLVERS),
         "tol": optional(positive),
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
     }
 
     def __init__(

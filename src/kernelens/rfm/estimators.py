@@ -30,14 +30,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._progress import progress
 from .._sklearn import (
-    DTYPES,
+    TORCH_CONSTRAINTS,
     CalibratedClassifierMixin,
     Constraint,
     TorchEstimatorMixin,
     boolean,
     choice,
     integer,
-    memory_budget,
     nonnegative,
     open_unit_interval,
     optional,
@@ -95,8 +94,7 @@ class _RFMBase(TorchEstimatorMixin):
         "tol": optional(positive),
         "max_iter": optional(integer()),
         "random_state": Constraint("None, an int or a RandomState", _random_state),
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
+        **TORCH_CONSTRAINTS,
         "show_progress": optional(boolean),
         "reg": optional(nonnegative),
     }
