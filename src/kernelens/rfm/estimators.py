@@ -310,13 +310,15 @@ class _RFMBase(TorchEstimatorMixin):
         return machine, sol, W
 
     def _feature_scale(self, X: torch.Tensor) -> torch.Tensor:
-        """``s [d]``: the features' standard deviations (1 for constant features), or ones
-        without ``standardize``. The kernels are translation invariant, so dividing by ``s``
-        is the whole standardisation."""
+        """``s [d]``: the features' standard deviations (1 for features constant up to
+        round-off, so that their round-off is not blown up), or ones without
+        ``standardize``. The kernels are translation invariant, so dividing by ``s`` is the
+        whole standardisation."""
         if not self.standardize:
             return torch.ones(X.shape[1], dtype=X.dtype)
         std = X.std(dim=0, unbiased=False)
-        return torch.where(std > 0, std, torch.ones_like(std))
+        constant = std <= 16 * torch.finfo(X.dtype).eps * X.abs().amax(dim=0)
+        return torch.where(constant, torch.ones_like(std), std)
 
     def _fit_targets(
         self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None
