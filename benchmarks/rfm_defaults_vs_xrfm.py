@@ -184,6 +184,7 @@ def main() -> None:
         metavar="FILE",
         help="build the table from saved --library outputs (JSON lines) instead of running",
     )
+    p.add_argument("--note", default="", help="a sentence appended to the recorded text")
     args = p.parse_args()
     if args.library:
         run_library(args.library, args.seeds, args.folds, args.datasets)
@@ -208,10 +209,11 @@ def main() -> None:
         "(kernelens: RFMClassifier() / RFMRegressor(), fitted on the training fold; xRFM 0.4.5: "
         "xRFM(), with 20% of the training fold as its required validation set). Standardised: "
         "a StandardScaler fitted on the training fold. make_friedman1: n = 2000, noise 1. "
-        f"Seconds: median fit+predict per fold. Load average (1/5/15 min) at the start: "
+        f"Seconds: median fit+predict per fold. Load average (1/5/15 min) "
+        f"{'when tabulated' if args.tabulate else 'at the start'}: "
         f"{load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f}; measured under "
-        "load (other jobs shared the 2 cores), so the seconds are indicative only.\n\n"
-        + markdown_table(cols, body)
+        f"load (other jobs shared the cores), so the seconds are indicative only. {args.note}"
+        "\n\n" + markdown_table(cols, body)
     )
     print(text)
     if args.record:
