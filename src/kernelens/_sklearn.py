@@ -29,6 +29,7 @@ from ._validation import check_choice, check_nonnegative, check_positive, check_
 
 __all__ = [
     "DTYPES",
+    "TORCH_CONSTRAINTS",
     "CalibratedClassifierMixin",
     "Constraint",
     "TorchEstimatorMixin",
@@ -119,6 +120,13 @@ def integer(minimum: int = 1) -> Constraint:
 def optional(inner: Constraint) -> Constraint:
     """None or what ``inner`` allows."""
     return Constraint(f"None or {inner.describe}", lambda v, n: v is None or inner(v, n))
+
+
+#: The table entries every torch estimator shares.
+TORCH_CONSTRAINTS: dict[str, Constraint] = {
+    "dtype": choice(DTYPES),
+    "memory_budget": memory_budget,
+}
 
 
 class TorchEstimatorMixin(BaseEstimator):

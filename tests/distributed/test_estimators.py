@@ -12,8 +12,8 @@ from sklearn.model_selection import GridSearchCV
 
 pytest.importorskip("distributed")
 
-from kernelens.kernels import GaussianProcessRegressor, KernelClassifier, KernelRidge  # noqa: E402
-from kernelens.rfm import RFMClassifier, RFMRegressor  # noqa: E402
+from kernelens.kernels import GaussianProcessRegressor, KernelClassifier, KernelRidge
+from kernelens.rfm import RFMClassifier, RFMRegressor
 
 
 def _data(n: int = 300, seed: int = 0):

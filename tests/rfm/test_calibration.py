@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from kernelens.kernels import KernelClassifier, fit_temperature
-from kernelens.kernels.calibration import inverse_diagonal
+from kernelens.kernels.calibration import inverse_diagonal, smoothed_targets
 from kernelens.rfm import RFMClassifier
 
 
@@ -57,7 +57,10 @@ def test_temperature_is_that_of_exact_leave_one_out_refits(standardize):
     codes = (X[:, 0] + 0.2 * X[:, 1] + 0.5 * g.normal(size=40) > 0).astype(int)
     clf = RFMClassifier(iters=2, alpha=1e-2, standardize=standardize).fit(X, codes)
     scores = _explicit_loo_scores(clf, X, np.eye(2)[codes])
-    assert clf.temperature_ == pytest.approx(fit_temperature(scores, codes), rel=1e-6)
+    targets = smoothed_targets(codes, 2)
+    assert clf.temperature_ == pytest.approx(
+        fit_temperature(scores, codes, targets=targets), rel=1e-6
+    )
 
 
 def test_one_calibration_path_for_both_classifiers():
@@ -100,3 +103,34 @@ def test_inverse_diagonal_of_a_subsample_is_exact():
     rows, sub = inverse_diagonal(50, A.dtype, solve=lambda E: torch.linalg.solve(A, E), points=7)
     assert len(rows) == 7 and len(set(rows.tolist())) == 7
     torch.testing.assert_close(sub, ref[rows], rtol=1e-12, atol=0)
+
+
+def test_perfectly_separated_leave_one_out_scores_keep_a_finite_temperature():
+    # wine-like: the LOO scores separate the classes, so the plain NLL would drive T to 0
+    # (probabilities of exactly 0 and 1, a log-loss of ~35 for any test error)
+    g = np.random.default_rng(5)
+    codes = np.repeat([0, 1, 2], 40)
+    scores = np.eye(3)[codes] * 0.6 + 0.05 * g.normal(size=(120, 3))
+    assert fit_temperature(scores, codes) < 0.01  # the plain NLL is flat at 0 there
+    T = fit_temperature(scores, codes, targets=smoothed_targets(codes, 3))
+    P = torch.softmax(torch.tensor(scores) / T, dim=1).numpy()
+    assert 0.9 < P[np.arange(120), codes].mean() < 0.99  # about (40 + 1) / (40 + 2)
+
+
+def test_smoothed_targets_are_platts():
+    t = smoothed_targets(np.array([0, 0, 0, 1]), 2)
+    np.testing.assert_allclose(t[0], [4 / 5, 1 / 5])
+    np.testing.assert_allclose(t[3], [1 / 3, 2 / 3])
+    t3 = smoothed_targets(np.array([0, 1, 2, 2]), 3)
+    np.testing.assert_allclose(t3.sum(axis=1), 1.0)
+    np.testing.assert_allclose(t3[2], [1 / 8, 1 / 8, 3 / 4])
+
+
+def test_small_easy_data_sets_are_not_over_confident():
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import cross_val_predict
+
+    X, y = load_wine(return_X_y=True)
+    P = cross_val_predict(RFMClassifier(random_state=0), X, y, cv=5, method="predict_proba")
+    assert log_loss(y, P) < 0.25  # was ~0.45 (T -> e^-10 in folds with separated LOO scores)
+    assert P.max() < 1.0

@@ -97,3 +97,14 @@ def test_reg_is_a_deprecated_alias_of_alpha(blobs):
     np.testing.assert_array_equal(old.predict(X), new.predict(X))
     with pytest.raises(ValueError, match="only alpha"):
         RFMRegressor(alpha=0.1, reg=0.05).fit(X, labels)
+
+
+def test_a_feature_constant_up_to_round_off_is_not_blown_up():
+    g = np.random.default_rng(0)
+    X = g.normal(size=(60, 3))
+    X[:, 2] = 1e6 + 1e-10 * g.normal(size=60)  # constant but for round-off
+    y = X[:, 0]
+    rfm = RFMRegressor(iters=1).fit(X, y)
+    assert float(rfm.scale_[2]) == 1.0
+    ref = RFMRegressor(iters=1).fit(X[:, :2], y)
+    np.testing.assert_allclose(rfm.predict(X), ref.predict(X[:, :2]), rtol=1e-6, atol=1e-6)

@@ -10,6 +10,15 @@ fooled by the training fit:
 - with an iterative solver it is computed for a seeded subsample of
   :data:`LOO_CALIBRATION_POINTS` training points, by one block solve against their unit
   vectors (exact up to the solver's tolerance).
+
+The temperature minimises the cross-entropy of ``softmax(scores / T)`` against Platt's
+smoothed targets (:func:`smoothed_targets`: probability ``(N_c + 1) / (N_c + 2)`` on the
+true class ``c``, the rest spread over the others), not against hard one-hot labels. When
+the leave-one-out scores separate the classes perfectly, as they often do on small, easy
+data sets, the hard-label NLL keeps falling as ``T -> 0`` and the probabilities become 0 and
+1 (one test error then costs a log-loss of 35); the smoothed targets give a finite optimum
+whose confidence grows with the number of examples behind it (Platt, "Probabilistic outputs
+for support vector machines", 1999).
 """
 
 from __future__ import annotations
@@ -20,29 +29,53 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-__all__ = ["LOO_CALIBRATION_POINTS", "fit_temperature", "inverse_diagonal", "loo_temperature"]
+__all__ = [
+    "LOO_CALIBRATION_POINTS",
+    "fit_temperature",
+    "inverse_diagonal",
+    "loo_temperature",
+    "smoothed_targets",
+]
 
 #: Training points whose exact leave-one-out scores calibrate the temperature when an
 #: iterative solver is used (one block solve with this many right-hand sides).
 LOO_CALIBRATION_POINTS = 256
 
 
-def fit_temperature(scores: np.ndarray, codes: np.ndarray) -> float:
-    """The ``T`` minimising the mean NLL of ``softmax(scores / T)`` for labels ``codes``.
+def smoothed_targets(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Platt's calibration targets ``[m, C]``: ``(N_c + 1) / (N_c + 2)`` on each row's class
+    ``c`` (``N_c`` its count among ``codes``), the remaining ``1 / (N_c + 2)`` spread evenly
+    over the other classes (for two classes exactly Platt's ``t+`` and ``t-``)."""
+    codes = np.asarray(codes)
+    counts = np.bincount(codes, minlength=n_classes)[codes].astype(np.float64)
+    hit = (counts + 1.0) / (counts + 2.0)
+    out = np.repeat(((1.0 - hit) / max(n_classes - 1, 1))[:, None], n_classes, axis=1)
+    out[np.arange(len(codes)), codes] = hit
+    return out
+
+
+def fit_temperature(
+    scores: np.ndarray, codes: np.ndarray, *, targets: np.ndarray | None = None
+) -> float:
+    """The ``T`` minimising the mean cross-entropy of ``softmax(scores / T)``.
 
     Args:
         scores: ``[m, C]`` held-out (or leave-one-out) scores.
         codes: ``[m]`` integer labels in ``0 .. C-1``.
+        targets: ``[m, C]`` target probabilities (e.g. :func:`smoothed_targets`); None: the
+            one-hot labels (the plain NLL).
 
     Returns:
         ``T`` in ``[e^-10, e^10]`` (a bounded search over ``log T``).
     """
-    idx = np.arange(len(codes))
+    if targets is None:
+        targets = np.eye(scores.shape[1])[codes]
 
     def nll(log_t: float) -> float:
         z = scores / np.exp(log_t)
         z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[idx, codes] - np.log(np.exp(z).sum(axis=1))).mean())
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-(targets * logp).sum(axis=1).mean())
 
     res = minimize_scalar(nll, bounds=(-10.0, 10.0), method="bounded")
     return float(np.exp(res.x))
@@ -90,7 +123,8 @@ def loo_temperature(
     solve: Callable[[torch.Tensor], torch.Tensor] | None = None,
     seed: int = 0,
 ) -> float:
-    """The softmax temperature of a kernel ridge classifier from its leave-one-out scores.
+    """The softmax temperature of a kernel ridge classifier from its leave-one-out scores,
+    fitted against :func:`smoothed_targets` of the rows used.
 
     Args:
         Y: ``[n, C]`` one-hot targets (before any intercept is subtracted: the intercept
@@ -107,4 +141,5 @@ def loo_temperature(
         return 1.0
     rows, inv = inverse_diagonal(n, coef.dtype, factor=factor, solve=solve, seed=seed)
     scores = Y[rows].to(coef.dtype) - coef[rows] / inv[:, None]
-    return fit_temperature(scores.double().cpu().numpy(), np.asarray(codes)[rows.numpy()])
+    used = np.asarray(codes)[rows.numpy()]
+    return fit_temperature(scores.double().cpu().numpy(), used, targets=smoothed_targets(used, C))

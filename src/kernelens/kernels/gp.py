@@ -12,14 +12,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._persist import PersistMixin
 from .._sklearn import (
-    DTYPES,
     Constraint,
     boolean,
-    choice,
     dask_client,
-    memory_budget,
     nonnegative,
-    optional,
     positive,
     wrap_like,
 )
@@ -58,13 +54,10 @@ class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixi
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         **KERNEL_CONSTRAINTS,
-        "bandwidth": optional(positive),
         "amplitude": positive,
         "alpha": nonnegative,
         "normalize_y": boolean,
         "optimize": boolean,
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
         "client": dask_client,
     }
 

@@ -12,12 +12,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._persist import PersistMixin
 from .._sklearn import (
-    DTYPES,
     CalibratedClassifierMixin,
     Constraint,
     choice,
     dask_client,
-    memory_budget,
     nonnegative,
     optional,
     positive,
@@ -68,12 +66,9 @@ class KernelRidge(PersistMixin, RegressorMixin, KernelEstimatorMixin):
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         **KERNEL_CONSTRAINTS,
-        "bandwidth": optional(positive),
         "alpha": nonnegative,
         "solver": choice(SOLVERS),
         "tol": optional(positive),
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
         "client": dask_client,
     }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .._sklearn import Constraint, TorchEstimatorMixin
+from .._sklearn import TORCH_CONSTRAINTS, Constraint, TorchEstimatorMixin, optional, positive
 from .base import Kernel
 from .registry import KERNELS, resolve_kernel
 
@@ -34,11 +34,14 @@ def _check_kernel_params(value: Any, name: str) -> None:
         raise TypeError(f"{name} must be None or a dict of kernel arguments, got {value!r}.")
 
 
-#: The table entries of ``kernel``, ``bandwidth`` and ``kernel_params`` (bandwidth: checked
-#: by :func:`~kernelens.kernels.resolve_kernel`, which knows which kernels have one).
+#: The table entries of ``kernel``, ``bandwidth``, ``kernel_params``, ``dtype`` and
+#: ``memory_budget`` (whether the kernel takes a bandwidth is checked by
+#: :func:`~kernelens.kernels.resolve_kernel`, which knows which kernels have one).
 KERNEL_CONSTRAINTS: dict[str, Constraint] = {
     "kernel": Constraint("a kernel name, a Kernel or 'precomputed'", _check_kernel),
+    "bandwidth": optional(positive),
     "kernel_params": Constraint("None or a dict", _check_kernel_params),
+    **TORCH_CONSTRAINTS,
 }
 
 

@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._persist import PersistMixin
 from .._progress import progress
 from .._sklearn import (
-    DTYPES,
+    TORCH_CONSTRAINTS,
     CalibratedClassifierMixin,
     Constraint,
     TorchEstimatorMixin,
@@ -39,7 +39,6 @@ from .._sklearn import (
     choice,
     dask_client,
     integer,
-    memory_budget,
     nonnegative,
     open_unit_interval,
     optional,
@@ -97,8 +96,7 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         "tol": optional(positive),
         "max_iter": optional(integer()),
         "random_state": Constraint("None, an int or a RandomState", _random_state),
-        "dtype": choice(DTYPES),
-        "memory_budget": memory_budget,
+        **TORCH_CONSTRAINTS,
         "show_progress": optional(boolean),
         "reg": optional(nonnegative),
         "client": dask_client,
@@ -334,13 +332,15 @@ class _RFMBase(PersistMixin, TorchEstimatorMixin):
         return machine, sol, W
 
     def _feature_scale(self, X: torch.Tensor) -> torch.Tensor:
-        """``s [d]``: the features' standard deviations (1 for constant features), or ones
-        without ``standardize``. The kernels are translation invariant, so dividing by ``s``
-        is the whole standardisation."""
+        """``s [d]``: the features' standard deviations (1 for features constant up to
+        round-off, so that their round-off is not blown up), or ones without
+        ``standardize``. The kernels are translation invariant, so dividing by ``s`` is the
+        whole standardisation."""
         if not self.standardize:
             return torch.ones(X.shape[1], dtype=X.dtype)
         std = X.std(dim=0, unbiased=False)
-        return torch.where(std > 0, std, torch.ones_like(std))
+        constant = std <= 16 * torch.finfo(X.dtype).eps * X.abs().amax(dim=0)
+        return torch.where(constant, torch.ones_like(std), std)
 
     def _fit_targets(
         self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None
