@@ -100,9 +100,7 @@ def test_params_subset_matches_dense() -> None:
     G = global_ntk(rnn, x, params=names)
     full = params_of(rnn)
     fixed = {n: v for n, v in full.items() if n not in names}
-    ref = dense_jjt(
-        lambda p: torch_states(rnn, x)({**fixed, **p}), {n: full[n] for n in names}
-    )
+    ref = dense_jjt(lambda p: torch_states(rnn, x)({**fixed, **p}), {n: full[n] for n in names})
     assert G.k_method == "kronecker"
     assert _rel(G.ntk.to_dense(), ref) < 1e-10
 

@@ -234,7 +234,7 @@ def _check_agrees(S_last: torch.Tensor, reference: torch.Tensor, name: str) -> N
 
 
 def _recurrent(module, x, states, params, memory_budget, method) -> GlobalNTK:
-    if type(module) not in _RECURRENT:
+    if not isinstance(module, _RECURRENT):
         raise ValueError(
             f"unsupported recurrent module {type(module).__name__}; global_ntk supports nn.RNN, "
             "nn.GRU and nn.LSTM, or any model with states=[submodule names]."
@@ -300,14 +300,16 @@ def _custom(cell_fn, x, h0, params, memory_budget, method) -> GlobalNTK:
     H = h0.shape[1]
     cell = CustomCell(cell_fn, H, x.shape[2])
     system = RecurrentSystem(
-        [cell], values, {}, x, h0.detach()[None].to(first.dtype),
+        [cell],
+        values,
+        {},
+        x,
+        h0.detach()[None].to(first.dtype),
         resolve_memory_budget(memory_budget),
     )
     # guard: the cell treats the (example, time) rows independently (K and P^-1 use them stacked)
     with torch.no_grad():
-        stacked = cell.step(
-            system.S_prev[:, :, 0].reshape(B * T, H), x.reshape(B * T, -1), values
-        )
+        stacked = cell.step(system.S_prev[:, :, 0].reshape(B * T, H), x.reshape(B * T, -1), values)
     _check_agrees(stacked.reshape(B, T, H), system.S[:, :, 0], "custom cell")
     return GlobalNTK(
         system,

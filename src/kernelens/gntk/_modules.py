@@ -26,6 +26,7 @@ from torch.func import functional_call
 from .._memory import element_size, tile_size
 from ..ntk._model import ModelCall
 from ..ntk._state import state_jvp, state_vjp
+from ._recurrent import zero_tangents
 
 __all__ = ["ModuleStateSystem"]
 
@@ -164,8 +165,9 @@ class ModuleStateSystem:
         for e in self._tiles(U.shape[0]):
             x = self.x[e]
             zero = torch.zeros_like(self.S[e])
-            out[:, e] = state_jvp(lambda eps, x=x: self._run(x, "inject", eps, None), (zero,),
-                                  (U[:, e],))
+            out[:, e] = state_jvp(
+                lambda eps, x=x: self._run(x, "inject", eps, None), (zero,), (U[:, e],)
+            )
         return self._flat(out)
 
     def p_adjoint(self, V: torch.Tensor) -> torch.Tensor:
@@ -174,8 +176,9 @@ class ModuleStateSystem:
         for e in self._tiles(U.shape[0]):
             x = self.x[e]
             zero = torch.zeros_like(self.S[e])
-            (out[:, e],) = state_vjp(lambda eps, x=x: self._run(x, "inject", eps, None),
-                                     (zero,), U[:, e])
+            (out[:, e],) = state_vjp(
+                lambda eps, x=x: self._run(x, "inject", eps, None), (zero,), U[:, e]
+            )
         return self._flat(out)
 
     def p_inverse(self, V: torch.Tensor) -> torch.Tensor:
@@ -183,8 +186,9 @@ class ModuleStateSystem:
         out = U.clone()
         for e in self._tiles(U.shape[0]):
             x = self.x[e]
-            out[:, e] -= state_jvp(lambda s, x=x: self._run(x, "replace", s, None), (self.S[e],),
-                                   (U[:, e],))
+            out[:, e] -= state_jvp(
+                lambda s, x=x: self._run(x, "replace", s, None), (self.S[e],), (U[:, e],)
+            )
         return self._flat(out)
 
     def p_inverse_adjoint(self, V: torch.Tensor) -> torch.Tensor:
@@ -192,8 +196,7 @@ class ModuleStateSystem:
         out = U.clone()
         for e in self._tiles(U.shape[0]):
             x = self.x[e]
-            (g,) = state_vjp(lambda s, x=x: self._run(x, "replace", s, None), (self.S[e],),
-                             U[:, e])
+            (g,) = state_vjp(lambda s, x=x: self._run(x, "replace", s, None), (self.S[e],), U[:, e])
             out[:, e] -= g
         return self._flat(out)
 
@@ -201,12 +204,12 @@ class ModuleStateSystem:
     def immediate_vjp(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
         U = self._blocks(V)
         k = U.shape[0]
-        grads = {n: torch.zeros(k, *v.shape, dtype=self.dtype, device=self.device)
-                 for n, v in self.values.items()}
+        grads = zero_tangents(self.values, k)
         for e in self._tiles(k):
             x, s = self.x[e], self.S[e]
-            (g,) = state_vjp(lambda th, x=x, s=s: self._run(x, "replace", s, th), (self.values,),
-                             U[:, e])
+            (g,) = state_vjp(
+                lambda th, x=x, s=s: self._run(x, "replace", s, th), (self.values,), U[:, e]
+            )
             for n in grads:
                 grads[n] += g[n]
         return grads
@@ -216,8 +219,11 @@ class ModuleStateSystem:
         out = torch.zeros(k, self.B, self.D, dtype=self.dtype, device=self.device)
         for e in self._tiles(k):
             x, s = self.x[e], self.S[e]
-            out[:, e] = state_jvp(lambda th, x=x, s=s: self._run(x, "replace", s, th),
-                                  (self.values,), (dict(tangents),))
+            out[:, e] = state_jvp(
+                lambda th, x=x, s=s: self._run(x, "replace", s, th),
+                (self.values,),
+                (dict(tangents),),
+            )
         return self._flat(out)
 
     def k_jvp(self, V: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .._memory import element_size, tile_size
 from ..ntk._state import state_jvp, state_vjp
 from ._cells import LayerCell, SiteGroup
 
-__all__ = ["CustomCell", "RecurrentSystem"]
+__all__ = ["CustomCell", "RecurrentSystem", "zero_tangents"]
 
 Params = Mapping[str, torch.Tensor]
 
@@ -49,6 +49,11 @@ class CustomCell:
 
 
 Cell = LayerCell | CustomCell
+
+
+def zero_tangents(values: Params, k: int) -> dict[str, torch.Tensor]:
+    """``{name: zeros [k, *shape]}``: a block of k zero parameter vectors."""
+    return {n: v.new_zeros(k, *v.shape) for n, v in values.items()}
 
 
 class RecurrentSystem:
@@ -215,8 +220,7 @@ class RecurrentSystem:
             b = e.stop - e.start
             rows = b * self.T
             for layer, cell in enumerate(self.cells):
-                prev = self.S_prev[e, :, layer].reshape(rows, self.D)
-                inp = self.layer_input(self.S, layer)[e].reshape(rows, -1)
+                prev, inp = self._rows(e, layer)
                 tp = U_prev[:, e, :, layer].reshape(-1, rows, self.D)
                 if layer == 0:
                     jv = state_jvp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), (tp,))
@@ -236,8 +240,7 @@ class RecurrentSystem:
             b = e.stop - e.start
             rows = b * self.T
             for layer, cell in enumerate(self.cells):
-                prev = self.S_prev[e, :, layer].reshape(rows, self.D)
-                inp = self.layer_input(self.S, layer)[e].reshape(rows, -1)
+                prev, inp = self._rows(e, layer)
                 cot = U[:, e, :, layer].reshape(-1, rows, self.D)
                 if layer == 0:
                     (g_prev,) = state_vjp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), cot)
@@ -262,15 +265,13 @@ class RecurrentSystem:
         """``(dF/dtheta)^T V`` up to sign: ``{name: [k, *shape]}``, all sites at once."""
         U = self._blocks(V)
         k = U.shape[0]
-        grads = {n: torch.zeros(k, *v.shape, dtype=self.dtype, device=self.device)
-                 for n, v in self.values.items()}
+        grads = zero_tangents(self.values, k)
         for e in self._tiles(k):
             for layer, cell in enumerate(self.cells):
                 prev, inp = self._rows(e, layer)
                 cot = U[:, e, :, layer].reshape(k, -1, self.D)
-                fixed = self.fixed
 
-                def f(theta, c=cell, s=prev, i=inp):
+                def f(theta, c=cell, s=prev, i=inp, fixed=self.fixed):
                     return c.step(s, i, {**fixed, **theta})
 
                 (g,) = state_vjp(f, (self.values,), cot)
@@ -286,9 +287,8 @@ class RecurrentSystem:
             b = e.stop - e.start
             for layer, cell in enumerate(self.cells):
                 prev, inp = self._rows(e, layer)
-                fixed = self.fixed
 
-                def f(theta, c=cell, s=prev, i=inp):
+                def f(theta, c=cell, s=prev, i=inp, fixed=self.fixed):
                     return c.step(s, i, {**fixed, **theta})
 
                 jv = state_jvp(f, (self.values,), (dict(tangents),))
