@@ -125,3 +125,30 @@ def transformer_states(model: TinyTransformer, x: torch.Tensor):
         return functional_call(model, p, (x,), {"states": True})
 
     return fn
+
+
+class MHABlock(nn.Module):
+    """Pre-norm block around torch's nn.MultiheadAttention."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+
+    def forward(self, x):
+        y = self.ln(x)
+        return x + self.attn(y, y, y, need_weights=False)[0]
+
+
+class MHAStack(nn.Module):
+    def __init__(self, i: int = 3, d: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(i, d)
+        self.b0, self.b1 = MHABlock(d), MHABlock(d)
+
+    def forward(self, x, states: bool = False):
+        h0 = self.b0(self.embed(x))
+        h1 = self.b1(h0)
+        if states:
+            return torch.cat([h0.reshape(x.shape[0], -1), h1.reshape(x.shape[0], -1)], dim=1)
+        return h1.sum((1, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from models import (
+    MHAStack,
     TinyTransformer,
     custom_params,
     custom_states,
@@ -80,6 +81,27 @@ def test_transformer_block_states_match_dense_jjt() -> None:
     ref = dense_jjt(transformer_states(model, x), params_of(model))
     assert _rel(G.ntk.to_dense(), ref) < 1e-10
     assert G.state_shape == (2, 2 * 3 * 4)
+
+
+def test_torch_multihead_attention_states_match_dense_jjt() -> None:
+    torch.manual_seed(3)
+    model = MHAStack().double().eval()
+    x = torch.randn(2, 3, 3, dtype=torch.float64)
+    G = global_ntk(model, x, states=["b0", "b1"])
+    ref = dense_jjt(transformer_states(model, x), params_of(model))
+    assert _rel(G.ntk.to_dense(), ref) < 1e-10
+    ev = torch.linalg.eigvalsh(ref)
+    assert int((ev > 1e-10 * ev.max()).sum()) <= G.rank_bound()
+
+
+def test_transformer_rank_bound_holds() -> None:
+    torch.manual_seed(3)
+    model = TinyTransformer(d=4).double()
+    x = torch.randn(6, 5, 3, dtype=torch.float64)
+    G = global_ntk(model, x, states=["blocks.0", "blocks.1"])
+    ev = torch.linalg.eigvalsh(G.ntk.to_dense())
+    assert int((ev > 1e-10 * ev.max()).sum()) <= G.rank_bound() <= G.ntk.shape[0]
+    assert set(G.kronecker_core()) >= {"embed", "blocks.0.attn.qkv", "blocks.1.mlp.2"}
 
 
 def test_transformer_states_in_the_order_given() -> None:

@@ -174,7 +174,7 @@ class GlobalNTK:
         sites = self._system.site_matrices()
         core = sum(m * rank for _, rank, m in sites.values())
         if isinstance(self._system, ModuleStateSystem):
-            core += self._system.uncovered_params()
+            core += self._system.uncovered_params(sites)
         elif not self._system.has_sites:
             core = self._system.n_params()
         return int(min(self.ntk.shape[0], self._system.n_params(), core))

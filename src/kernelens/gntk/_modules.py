@@ -274,14 +274,15 @@ class ModuleStateSystem:
             out[name] = (Z, int(torch.linalg.matrix_rank(Z)), m.out_features)
         return out
 
-    def uncovered_params(self) -> int:
-        """Number of differentiated scalars outside the Linear sites of :meth:`site_matrices`."""
+    def uncovered_params(self, sites: Mapping[str, tuple]) -> int:
+        """Number of differentiated scalars outside the Linear ``sites`` (those that ran)."""
         model = self.call.model
         pname = {id(p): n for n, p in model.named_parameters()}
+        mods = dict(model.named_modules())
         covered = set()
-        for m in model.modules():
-            if isinstance(m, nn.Linear) and pname.get(id(m.weight)) in self.names:
-                covered.add(pname.get(id(m.weight)))
-                if m.bias is not None:
-                    covered.add(pname.get(id(m.bias)))
+        for name in sites:
+            m = mods[name]
+            covered.add(pname.get(id(m.weight)))
+            if m.bias is not None:
+                covered.add(pname.get(id(m.bias)))
         return sum(math.prod(v.shape) for n, v in self.values.items() if n not in covered)
