@@ -48,7 +48,7 @@ def _space_time(model, x) -> tuple[list[float], np.ndarray, np.ndarray]:
 
 @register("gntk_space_time", title="Global NTK: low rank in space or in time?", area="gntk")
 def gntk_space_time(quick: bool = True) -> Result:
-    n, steps_t, hidden, train_steps = (6, 10, 8, 10) if quick else (16, 40, 32, 300)
+    n, steps_t, hidden, train_steps = (6, 10, 8, 10) if quick else (8, 30, 16, 300)
     x, y = flip_flop(n, steps_t, CHANNELS, seed=0)
     rows, spectra = [], {}
     for kind, gain in REGIMES:
