@@ -65,3 +65,11 @@ def test_kronecker_core_ranks() -> None:
         assert Z.shape[0] == 6 * 8
         assert rank == int(torch.linalg.matrix_rank(Z))
     assert core["l0.rz"][0].shape[1] == 2 + 4 + 2
+
+
+def test_site_gram_operator() -> None:
+    G = _G()
+    Z, _ = G.kronecker_core()["l0.n_h"]
+    gram = G.site_gram("l0.n_h")
+    assert gram.symmetric and gram.shape == (48, 48)
+    torch.testing.assert_close(gram.to_dense(), Z @ Z.T)

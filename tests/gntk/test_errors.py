@@ -122,3 +122,9 @@ def test_partial_trace_needs_time_and_alignment_needs_shapes() -> None:
         G.partial_trace("space")
     with pytest.raises(ValueError, match="one shape"):
         alignment(torch.eye(3), torch.eye(4))
+
+
+def test_unknown_site_name() -> None:
+    G = global_ntk(nn.RNN(2, 3, batch_first=True).double(), X)
+    with pytest.raises(ValueError, match="site"):
+        G.site_gram("l0.rz")

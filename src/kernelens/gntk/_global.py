@@ -168,6 +168,20 @@ class GlobalNTK:
             )
         return {name: (Z, rank) for name, (Z, rank, _) in sites.items()}
 
+    def site_gram(self, site: str) -> LinearOperator:
+        """The Gram ``G_g = Z_g Z_g^T [rows, rows]`` of one site group of
+        :meth:`kronecker_core`, as a symmetric operator (never formed)."""
+        core = self.kronecker_core()
+        check_choice(site, "site", tuple(core))
+        Z = core[site][0]
+        return LinearOperator(
+            (Z.shape[0], Z.shape[0]),
+            lambda V: Z @ (Z.T @ V),
+            symmetric=True,
+            dtype=Z.dtype,
+            device=Z.device,
+        )
+
     def rank_bound(self) -> int:
         """An upper bound on ``rank(NTK_S)``: ``min(S, P, sum_g m_g rank(Z_g) + rest)``, with
         ``m_g`` the units a site group feeds and ``rest`` the parameters outside site groups."""
