@@ -23,6 +23,9 @@ from ._tasks import delayed_copy, make_model, train, verdict
 
 __all__ = ["gntk_initialisation"]
 
+#: Full-batch gradient descent (the setting the NTK describes); stable for every gain here.
+LR = 0.5
+
 
 def _projections(model, x, y, k: int) -> list[float]:
     """Fraction of each component's state gradient in the top-k eigenvectors of NTK_S."""
@@ -48,8 +51,8 @@ def gntk_initialisation(quick: bool = True) -> Result:
     if quick:
         n, steps_t, hidden, train_steps, delays, gains = 8, 12, 8, 30, (1, 4), (0.5, 1.5)
     else:
-        n, steps_t, hidden, train_steps = 32, 40, 32, 400
-        delays, gains = (1, 2, 4, 8, 12), (0.5, 1.0, 1.5, 2.0)
+        n, steps_t, hidden, train_steps = 32, 40, 32, 300
+        delays, gains = (1, 2, 4, 8, 16), (0.5, 1.0, 1.5, 2.0)
     k = 10
     x, y = delayed_copy(n, steps_t, delays, seed=0)
     var = y.var(dim=(0, 1))
@@ -57,7 +60,7 @@ def gntk_initialisation(quick: bool = True) -> Result:
     for gain in gains:
         model = make_model("rnn", 1, hidden, len(delays), gain=gain, seed=1)
         proj = _projections(model, x, y, k)
-        train(model, x, y, steps=train_steps, lr=1e-2)
+        train(model, x, y, steps=train_steps, lr=LR, optimizer="sgd")
         with torch.no_grad():
             per = ((model(x) - y) ** 2).mean(dim=(0, 1)) / var
         for c, d in enumerate(delays):
@@ -81,7 +84,8 @@ def gntk_initialisation(quick: bool = True) -> Result:
         "initial dynamics (ordered vs chaotic) decide which. **Ours**: over gains "
         f"{list(gains)} and delays {list(delays)}, the Spearman correlation between the "
         f"projection on the top-{k} NTK_S modes at initialisation and the learned fraction "
-        f"(1 - normalised loss) after {train_steps} Adam steps is {rho:.2f}. "
+        f"(1 - normalised loss) after {train_steps} gradient-descent steps is {rho:.2f}; the "
+        f"normalised loss per component ranges from {loss.min():.3f} to {loss.max():.3f}. "
         f"**Verdict**: {verdict(ok, quick)}."
     )
     return Result(
