@@ -147,3 +147,16 @@ def test_small_memory_budget_tiles_to_the_same_result() -> None:
     small_G = global_ntk(rnn, x, memory_budget=1)
     assert len(small_G._system._tiles(40)) > 1
     assert _rel(small_G.ntk.matmat(V), big) < 1e-12
+
+
+def test_named_states_tile_over_examples_under_a_small_budget() -> None:
+    torch.manual_seed(7)
+    model = TinyTransformer().double()
+    x = torch.randn(3, 3, 3, dtype=torch.float64)
+    V = torch.randn(3 * 2 * 3 * 4, 100, dtype=torch.float64)
+    states = ["blocks.0", "blocks.1"]
+    big = global_ntk(model, x, states=states)
+    small = global_ntk(model, x, states=states, memory_budget=1)
+    assert len(small._system._tiles(100)) == 3
+    for a, b in ((small.ntk, big.ntk), (small.P, big.P), (small.P_inverse, big.P_inverse)):
+        assert _rel(a.matmat(V), b.matmat(V)) < 1e-12
