@@ -8,13 +8,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kernelens-installed
+DEMO_STAMP := $(VENV)/.kernelens-demo-installed
 REPORT_DIR ?= reports
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.kernelens-installed
 
-.PHONY: demo test test-all lint bench bench-env venv clean
+.PHONY: demo test test-all lint bench bench-env venv clean docs report-check plain-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +27,15 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[experiments,fast]"
+	touch $(DEMO_STAMP)
+
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m kernelens.cli report --quick --out $(REPORT_DIR)
 
 test: $(STAMP)
@@ -53,9 +61,28 @@ bench: $(BENCH_STAMP)
 	  if [ -f benchmarks/$$b.py ]; then $(BENCH_PY) -m benchmarks.$$b --record || exit 1; fi; \
 	done
 
+# The documentation site (mkdocs + material + mkdocstrings), strict: a warning (a broken link or
+# API reference) fails the build. Output in site/.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+# The report as a reader's browser sees it: headless Chromium (Debian packages, installed when
+# missing) opens it and checks images, anchors and the console, then takes a screenshot.
+report-check: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver)
+	$(PY) -m pip install -q "selenium>=4.15"
+	$(PY) -m kernelens.cli report --quick --out $(REPORT_DIR)
+	$(PY) scripts/report_check.py $(REPORT_DIR)
+
+# A plain, non-editable install with the core dependencies only, in a fresh venv (minutes):
+# kernelens --version, list, and run kernel_baselines --quick must work.
+plain-check: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests/test_cli_plain_install.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts docs/examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts docs/examples
 
 clean:
-	rm -rf $(VENV) $(REPORT_DIR) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(REPORT_DIR) site build *.egg-info src/*.egg-info

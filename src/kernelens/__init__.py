@@ -9,6 +9,7 @@ Subpackages load on first use, so ``import kernelens`` stays light:
 - :mod:`kernelens.rfm` Recursive Feature Machines
 - :mod:`kernelens.sparse` Sparse Kernel layers
 - :mod:`kernelens.data` offline data sets
+- :mod:`kernelens.plot` figures (spectra, influences, metrics, learning curves)
 - :mod:`kernelens.experiments`, :mod:`kernelens.report` the reproduced results and reports
 """
 
@@ -26,6 +27,7 @@ _SUBPACKAGES = (
     "kernels",
     "linalg",
     "ntk",
+    "plot",
     "report",
     "rfm",
     "sparse",

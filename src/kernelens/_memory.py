@@ -14,6 +14,7 @@ __all__ = [
     "default_memory_budget",
     "element_size",
     "resolve_memory_budget",
+    "tile_grid",
     "tile_size",
 ]
 
@@ -87,3 +88,26 @@ def tile_size(
 def element_size(dtype: torch.dtype) -> int:
     """Bytes per element of ``dtype``."""
     return torch.empty((), dtype=dtype).element_size()
+
+
+def tile_grid(
+    n_rows: int,
+    n_cols: int,
+    bytes_per_entry: int,
+    memory_budget: int | float | None,
+    *,
+    rows_hint: int = 1,
+    min_cols: int = 1,
+) -> tuple[int, int]:
+    """``(rows, cols)`` of the tiles of an ``[n_rows, n_cols]`` block whose entries cost
+    ``bytes_per_entry`` each (temporaries included), so that one tile fits the budget.
+
+    Columns are sized first, so that ``min(n_rows, rows_hint)`` rows of them fit (at least
+    ``min_cols``); then as many rows of that width as fit (at least one). Every tiled
+    pairwise computation (kernel matvecs, neighbour search) sizes its tiles here.
+    """
+    cols = tile_size(
+        n_cols, bytes_per_entry * min(n_rows, rows_hint), memory_budget, minimum=min_cols
+    )
+    rows = tile_size(n_rows, bytes_per_entry * cols, memory_budget)
+    return rows, cols

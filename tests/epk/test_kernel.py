@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from kernelens.epk import ExactPathKernel, Trajectory, fit
+from kernelens.epk import EPKVerificationError, ExactPathKernel, Trajectory, fit
+from kernelens.epk.passes import window_length
 from kernelens.epk.reference import reference_path_decomposition
 
 
@@ -47,7 +48,10 @@ def _check_against_reference(traj, opt_name, output, x_test):
     assert float((non_example - ref.non_example).abs().max()) < 1e-10 * scale
     rel = float((d.prediction - d.network).abs().max()) / scale
     assert rel < 1e-10
-    assert epk.structured == (opt_name in ("sgd", "sgd_wd"))
+    if opt_name in ("sgd", "sgd_wd"):
+        assert epk.schedule == "factored"
+    elif opt_name in ("adam", "adam_l2", "adamw", "amsgrad"):
+        assert epk.schedule == "backward"
     if opt_name in ("sgd", "adam", "dampening"):
         assert float(d.weight_decay.abs().max()) == 0.0
     else:
@@ -124,6 +128,7 @@ def test_float32_training(tanh_mlp, toy_data, x_test):
                momentum=0.9), epochs=3, batch_size=4)  # fmt: skip
     epk = ExactPathKernel(traj)
     rep = epk.verify(x_test.float())
+    assert rep.passed and 0 < rep.max_unexplained < 1e-4  # float32 rounding of the steps
     assert rep.max_rel_error < 1e-12  # against the float64 evaluation of the float32 weights
     assert rep.max_rel_error_model_dtype < 1e-5  # float32's own rounding of the forward pass
     d = rep.details
@@ -133,31 +138,26 @@ def test_float32_training(tanh_mlp, toy_data, x_test):
                             else epk.attributions(x_test), ref.attributions) < 1e-8  # fmt: skip
 
 
-def test_relu_kinks_are_refined_and_reported(toy_data, x_test):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3)).double()
-    X, y = toy_data()
-    traj = fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), epochs=2,
-               batch_size=4)  # fmt: skip
-    x = x_test
-    fixed = ExactPathKernel(traj, nodes=2).decompose(x)
-    adaptive = ExactPathKernel(traj, max_depth=6).decompose(x)
-    for d in (fixed, adaptive):  # the reported residual is exactly what is missing
-        gap = d.network - d.prediction - d.quadrature_residual
-        assert float(gap.abs().max()) < 1e-12 * float(d.network.abs().max())
-    err_fixed = float(fixed.quadrature_residual.abs().max())
-    err_adaptive = float(adaptive.quadrature_residual.abs().max())
-    assert err_fixed > 1e-4 and err_adaptive < 0.05 * err_fixed
-    assert adaptive.evaluations.sum() > fixed.evaluations.sum()
-    assert fixed.unconverged > 0  # a fixed rule reports the steps it did not resolve
-
-
-def test_midpoint_rule_is_less_accurate(train, x_test):
+def test_midpoint_rule_is_less_accurate_and_warns(train, x_test):
     traj = train("sgd")
-    mid = ExactPathKernel(traj, nodes=1, rule="midpoint").verify(x_test)
-    gl = ExactPathKernel(traj, nodes=3).verify(x_test)
+    midpoint = ExactPathKernel(traj, nodes=1, rule="midpoint")
+    with pytest.warns(UserWarning, match=r"quadrature missed rtol=1e-12 at step\(s\) 0, 1"):
+        midpoint.decompose(x_test)
+    mid = midpoint.verify(x_test, strict=False)  # the report is the word: no warning
+    gl = ExactPathKernel(traj, nodes=3).verify(x_test, strict=False)
     assert gl.max_rel_error < 1e-3 * mid.max_rel_error
-    assert mid.unconverged > 0 and 0 <= mid.worst_step < traj.num_steps
+    assert mid.unconverged > 0 and 0 <= mid.worst_step < traj.num_steps and not mid.passed
+    with pytest.raises(EPKVerificationError, match="quadrature missed") as info:
+        ExactPathKernel(traj, nodes=1, rule="midpoint").verify(x_test)
+    assert info.value.report.unconverged == mid.unconverged
+
+
+def test_verify_model_dtype_error_compares_the_same_output_view(train, x_test):
+    """Both views against the model evaluated in its own dtype (float64 here): round-off."""
+    traj = train("adamw")
+    for output in ("logits", "log_probs"):
+        rep = ExactPathKernel(traj, output=output).verify(x_test)
+        assert rep.max_rel_error_model_dtype < 1e-12 and rep.passed
 
 
 def test_bad_inputs(train, x_test):
@@ -173,8 +173,10 @@ def test_bad_inputs(train, x_test):
         epk.predict(torch.zeros(0, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"steps must be step numbers in \[0, 6\)"):
         epk.kernel(x_test, steps=[6])
-    with pytest.raises(TypeError, match="kernelens.epk.Trajectory"):
+    with pytest.raises(TypeError, match=r"kernelens.epk.Trajectory, got a trained model.*epk.fit"):
         ExactPathKernel(traj.model)
+    with pytest.raises(TypeError, match="got str.*record the training run"):
+        ExactPathKernel("run.pt")
     with pytest.raises(ValueError, match="unknown output"):
         ExactPathKernel(traj, output="probs")
     with pytest.raises(TypeError, match="nodes must be an integer"):
@@ -191,3 +193,46 @@ def test_model_changed_after_recording(train, tmp_path):
     traj.model.add_module("extra", nn.Linear(3, 3).double())
     with pytest.raises(ValueError, match="different model.*extra"):
         ExactPathKernel(traj)
+
+
+@pytest.mark.parametrize("opt_name_", ["momentum", "dampening", "nesterov"])
+def test_factored_momentum_schedule_matches_reference_and_backward(train, x_test, opt_name_):
+    traj = train(opt_name_)
+    fac = ExactPathKernel(traj, schedule="factored", output="log_probs")
+    back = ExactPathKernel(traj, schedule="backward", output="log_probs")
+    assert fac.schedule == "factored" and back.schedule == "backward"
+    d1 = fac.decompose(x_test, kernel_steps=[0, 4])
+    d2 = back.decompose(x_test, kernel_steps=[0, 4])
+    for name in ("attributions", "kernel", "prediction", "weight_decay"):
+        torch.testing.assert_close(getattr(d1, name), getattr(d2, name), rtol=1e-13, atol=1e-15)
+    ref = reference_path_decomposition(traj, x_test, output="log_probs", nodes=8)
+    assert _per_example_rel(d1.attributions, ref.attributions) < 1e-8
+
+
+def test_factored_window_is_truncated_at_round_off(tanh_mlp, toy_data, x_test):
+    torch.manual_seed(0)
+    model = tanh_mlp()
+    X, y = toy_data()
+    traj = fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.1),
+               epochs=4, batch_size=2)  # fmt: skip
+    mean, longest = window_length([traj.step_rules(s) for s in range(traj.num_steps)], True)
+    assert (
+        traj.num_steps == 24 and longest == 19 and mean < longest
+    )  # 0.1^18 < 2^-60: older batches dropped
+    d1 = ExactPathKernel(traj, schedule="factored").decompose(x_test)
+    d2 = ExactPathKernel(traj, schedule="backward").decompose(x_test)
+    torch.testing.assert_close(d1.attributions, d2.attributions, rtol=1e-13, atol=1e-16)
+
+
+def test_factored_schedule_needs_scalar_coefficients(train):
+    with pytest.raises(ValueError, match="schedule='factored' needs .* Adam"):
+        ExactPathKernel(train("adam"), schedule="factored")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        ExactPathKernel(train("sgd"), schedule="fast")
+    sgd = train("sgd")
+    assert ExactPathKernel(sgd).schedule == "factored"  # plain SGD: always factored
+    back = ExactPathKernel(sgd, schedule="backward")
+    assert back.schedule == "backward"
+    x = torch.randn(2, 2, dtype=torch.float64)
+    torch.testing.assert_close(back.attributions(x), ExactPathKernel(sgd).attributions(x),
+                               rtol=1e-13, atol=1e-16)  # fmt: skip

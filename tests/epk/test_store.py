@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,8 +13,10 @@ from kernelens.epk import StoreError, Trajectory, fit
 from kernelens.epk import store as store_mod
 
 
-def _same(t1: Trajectory, t2: Trajectory) -> None:
-    assert t1.num_steps == t2.num_steps and t1.header == t2.header
+def _same(t1: Trajectory, t2: Trajectory, *, same_run: bool = True) -> None:
+    assert t1.num_steps == t2.num_steps
+    assert (t1.header.run_id == t2.header.run_id) == same_run
+    assert replace(t1.header, run_id="") == replace(t2.header, run_id="")
     for s in range(t1.num_steps + 1):
         for k, v in t1.weights(s).items():
             assert torch.equal(v, t2.weights(s)[k])
@@ -51,7 +54,7 @@ def test_streaming_store_equals_memory_recording(tanh_mlp, toy_data, tmp_path):
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         runs.append(fit(model, X, y, optimizer=opt, epochs=2, batch_size=5, store=store))
     assert runs[0].path is None and runs[1].path == tmp_path / "stream"
-    _same(runs[0], runs[1])
+    _same(runs[0], runs[1], same_run=False)  # two recordings of the same training
 
 
 def test_overwrite_protection(train, tmp_path):
@@ -170,3 +173,75 @@ def test_recorder_refuses_a_non_empty_store(tanh_mlp, toy_data, tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         fit(model, X, y, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
             batch_size=6, store=tmp_path / "run")  # fmt: skip
+
+
+def _edit_manifest(path, edit, *, reseal=False):
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    if reseal:  # a deliberate forgery that also recomputes the manifest checksum
+        store_mod.write_manifest(path, manifest)
+    else:
+        (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["steps"][1]["hyper"][0].update(lr=2 * m["steps"][1]["hyper"][0]["lr"]),
+        lambda m: m["steps"][1]["rules"][0].update(alpha=2 * m["steps"][1]["rules"][0]["alpha"]),
+        lambda m: m["header"].update(num_examples=m["header"]["num_examples"] + 5),
+    ],
+    ids=["lr", "rule", "num_examples"],
+)
+def test_edited_manifest_is_refused(train, tmp_path, edit):
+    traj = train("sgd")
+    path = traj.save(tmp_path / "run")
+    _edit_manifest(path, edit)
+    with pytest.raises(StoreError, match="manifest.*was edited after it was written"):
+        Trajectory.load(path, traj.model, verify=True)
+    with pytest.raises(StoreError, match="edited"):
+        Trajectory.load(path, traj.model)
+
+
+def test_shard_from_another_run_is_refused(train, tmp_path):
+    a, b = train("sgd", seed=0), train("sgd", seed=1)
+    pa, pb = a.save(tmp_path / "a"), b.save(tmp_path / "b")
+    name = "steps-00000000.safetensors"
+    (pa / name).write_bytes((pb / name).read_bytes())
+    entry_b = next(e for e in json.loads((pb / "manifest.json").read_text())["files"]
+                   if e["name"] == name)  # fmt: skip
+
+    def take_entry(m):
+        m["files"] = [entry_b if e["name"] == name else e for e in m["files"]]
+
+    with pytest.raises(StoreError):  # the copied entry alone breaks the manifest checksum
+        _edit_manifest(pa, take_entry)
+        Trajectory.load(pa, a.model)
+    _edit_manifest(pa, take_entry, reseal=True)
+    with pytest.raises(StoreError, match="belongs to another recording"):
+        Trajectory.load(pa, a.model, verify=True)
+    loaded = Trajectory.load(pa, a.model)  # lazily: refused at first use
+    with pytest.raises(StoreError, match="belongs to another recording"):
+        loaded.weights(1)
+
+
+def test_pickle_posing_as_a_shard_raises_store_error(train, tmp_path):
+    import hashlib
+    import pickle
+
+    traj = train("sgd")
+    path = traj.save(tmp_path / "run")
+    name = "steps-00000000.safetensors"
+    data = pickle.dumps({"w.0.0.weight": torch.zeros(6, 2)})
+    (path / name).write_bytes(data)
+
+    def fix_entry(m):
+        for e in m["files"]:
+            if e["name"] == name:
+                e.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    _edit_manifest(path, fix_entry, reseal=True)
+    with pytest.raises(StoreError, match="not a safetensors file"):
+        Trajectory.load(path, traj.model, verify=True)
+    with pytest.raises(StoreError, match="not a safetensors file"):
+        Trajectory.load(path, traj.model).weights(1)

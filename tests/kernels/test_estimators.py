@@ -81,7 +81,7 @@ def test_krr_accepts_torch_and_returns_torch(data):
 def test_iterative_solvers_match_cholesky(data):
     X, y, Xt = data
     exact = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1).fit(X, y)
-    assert exact.route_ == "cholesky"
+    assert exact.solver_ == "cholesky"
     cg = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1, solver="cg", tol=1e-12).fit(X, y)
     np.testing.assert_allclose(cg.predict(Xt), exact.predict(Xt), rtol=1e-8, atol=1e-9)
     # "auto" falls back to matrix-free CG when the dense Gram does not fit the budget
@@ -89,7 +89,7 @@ def test_iterative_solvers_match_cholesky(data):
     X4 = np.random.default_rng(2).normal(size=(400, 4))
     y4 = np.sin(X4[:, 0])
     auto = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1, memory_budget=1, tol=1e-12)
-    assert auto.fit(X4, y4).route_ == "cg"
+    assert auto.fit(X4, y4).solver_ == "cg"
     exact4 = KernelRidge("gaussian", bandwidth=1.5, alpha=0.1).fit(X4, y4)
     np.testing.assert_allclose(auto.predict(Xt), exact4.predict(Xt), rtol=1e-8, atol=1e-9)
     K = np.exp(-(cdist(X, X) ** 2) / (2 * 1.5**2))

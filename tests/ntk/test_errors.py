@@ -152,3 +152,36 @@ def test_cotangent_and_factor_errors(mlp):
         f.scale_({"zzz": 2.0})
     with pytest.raises(ValueError, match="tangents"):
         jvp(model, x, {"0.weight": torch.zeros(2)})
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return {"logits": self.lin(x), "hidden": x}
+
+
+def test_dict_output_message_names_select_output_and_it_works():
+    from ntk_models import reference_ntk
+
+    from kernelens.ntk import select_output
+
+    model = DictOut().double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"select_output\(model, 'logits'\)"):
+        empirical_ntk(model, x)
+    wrapped = select_output(model, "logits")
+    K = empirical_ntk(wrapped, x)
+    want = reference_ntk(nn.Sequential(model.lin), x)
+    assert torch.allclose(K, want, rtol=1e-12, atol=0)
+    assert "model.lin.weight" in dict(wrapped.named_parameters())
+    pair = nn.Module()
+    pair.lin = model.lin
+    pair.forward = lambda z: (pair.lin(z), z)
+    assert torch.equal(empirical_ntk(select_output(pair, 0), x), K)
+    with pytest.raises(ValueError, match="could not take 'nope'.*keys are"):
+        select_output(model, "nope")(x)
+    with pytest.raises(TypeError, match="key_or_index"):
+        select_output(model, 1.5)

@@ -45,7 +45,7 @@ def test_non_positive_bandwidth(Xy, bandwidth):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"reg": -1.0}, "reg"),
+        ({"alpha": -1.0}, "alpha"),
         ({"iters": -1}, "iters"),
         ({"iters": 2.5}, "iters"),
         ({"M": "low_rank"}, "M"),

@@ -28,7 +28,9 @@ def data():
 @pytest.mark.parametrize("kernel", ["laplace", "gaussian", "product_laplace"])
 def test_zero_iterations_is_kernel_ridge(data, kernel):
     X, y, Xt = data
-    rfm = RFMRegressor(kernel, bandwidth=3.0, reg=1e-2, iters=0, centering=False).fit(X, y)
+    rfm = RFMRegressor(
+        kernel, bandwidth=3.0, alpha=1e-2, iters=0, centering=False, standardize=False
+    ).fit(X, y)
     krr = KernelRidge(kernel, bandwidth=3.0, alpha=1e-2).fit(X, y)
     np.testing.assert_allclose(rfm.predict(Xt), krr.predict(Xt), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(rfm.coef_, krr.dual_coef_, rtol=1e-10, atol=1e-12)
@@ -37,7 +39,7 @@ def test_zero_iterations_is_kernel_ridge(data, kernel):
 
 def test_centering_fits_the_residual_of_the_mean(data):
     X, y, Xt = data
-    rfm = RFMRegressor(iters=0, reg=1e-2).fit(X, y + 100.0)
+    rfm = RFMRegressor(iters=0, alpha=1e-2, standardize=False).fit(X, y + 100.0)
     krr = KernelRidge("laplace", bandwidth=10.0, alpha=1e-2).fit(X, y + 100.0 - (y + 100).mean())
     np.testing.assert_allclose(rfm.predict(Xt), krr.predict(Xt) + (y + 100).mean(), rtol=1e-10)
     assert rfm.intercept_ == pytest.approx((y + 100).mean())
@@ -79,8 +81,8 @@ def test_early_stopping_keeps_the_best_validation_iteration(data):
 def test_full_metric_rfm_is_rotation_equivariant(data):
     X, y, Xt = data
     Q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(5, 5)))
-    a = RFMRegressor(iters=3).fit(X, y)
-    b = RFMRegressor(iters=3).fit(X @ Q, y)
+    a = RFMRegressor(iters=3, standardize=False).fit(X, y)
+    b = RFMRegressor(iters=3, standardize=False).fit(X @ Q, y)
     np.testing.assert_allclose(b.predict(Xt @ Q), a.predict(Xt), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(b.M_.numpy(), Q.T @ a.M_.numpy() @ Q, rtol=1e-7, atol=1e-9)
 
@@ -104,8 +106,8 @@ def test_agop_subsample_is_reproducible(data):
 
 def test_float32(data):
     X, y, Xt = data
-    a = RFMRegressor(iters=2, dtype="float32", reg=1e-2).fit(X, y)
-    b = RFMRegressor(iters=2, reg=1e-2).fit(X, y)
+    a = RFMRegressor(iters=2, dtype="float32", alpha=1e-2).fit(X, y)
+    b = RFMRegressor(iters=2, alpha=1e-2).fit(X, y)
     assert a.M_.dtype == torch.float32
     np.testing.assert_allclose(a.predict(Xt), b.predict(Xt), rtol=1e-2, atol=1e-2)
 
@@ -145,7 +147,8 @@ def test_classifier_string_labels_probabilities_and_calibration(blobs):
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_array_equal(clf.classes_[P.argmax(axis=1)], clf.predict(Xt))
     np.testing.assert_allclose(np.exp(clf.predict_log_proba(Xt)), P, rtol=1e-10)
-    assert (clf.predict(Xt) == yt).mean() > 0.8
+    assert (clf.predict(Xt) == yt).mean() > 0.75
+    assert clf.best_iter_ == 5  # the last iteration: no selection without early stopping
     assert 0 < clf.temperature_ < 1.0  # one-hot regression scores are under-confident
     # the metric weighs the two informative features most
     diag = clf.M_.diagonal()
@@ -187,8 +190,8 @@ def test_fit_temperature_minimises_the_nll():
 @pytest.mark.parametrize("solver", ["cg", "eigenpro"])
 def test_iterative_solvers_agree_with_cholesky(data, solver):
     X, y, Xt = data
-    ref = RFMRegressor(iters=2, reg=1e-2, solver="cholesky").fit(X, y)
-    it = RFMRegressor(iters=2, reg=1e-2, solver=solver, tol=1e-10, max_iter=500, random_state=0)
+    ref = RFMRegressor(iters=2, alpha=1e-2, solver="cholesky").fit(X, y)
+    it = RFMRegressor(iters=2, alpha=1e-2, solver=solver, tol=1e-10, max_iter=500, random_state=0)
     it.fit(X, y)
     assert it.solver_ == solver and it.history_[0]["solver_iterations"] > 0
     rtol = 1e-6 if solver == "cg" else 1e-3
@@ -202,7 +205,7 @@ def test_auto_solver_switches_to_cg_beyond_the_memory_budget(data):
     n = 600
     g = np.random.default_rng(0)
     Xb, yb = g.normal(size=(n, 3)), g.normal(size=n)
-    big = RFMRegressor(iters=0, reg=0.1, memory_budget=3 * n * n * 8 - 1).fit(Xb, yb)
+    big = RFMRegressor(iters=0, alpha=0.1, memory_budget=3 * n * n * 8 - 1).fit(Xb, yb)
     assert big.solver_ == "cg" and big.history_[0]["converged"]
     with pytest.raises(MemoryError, match="solver='cg'"):
         RFMRegressor(solver="cholesky", memory_budget=3 * n * n * 8 - 1).fit(Xb, yb)
@@ -210,8 +213,8 @@ def test_auto_solver_switches_to_cg_beyond_the_memory_budget(data):
 
 def test_agop_power_takes_the_matrix_root(data):
     X, y, _ = data
-    plain = RFMRegressor(iters=0).fit(X, y)
-    root = RFMRegressor(iters=1, agop_power=0.5).fit(X, y)
+    plain = RFMRegressor(iters=0, standardize=False).fit(X, y)
+    root = RFMRegressor(iters=1, agop_power=0.5, standardize=False).fit(X, y)
     w, V = torch.linalg.eigh(agop(plain, X))
     ref = (V * w.clamp_min(0).sqrt()) @ V.T
     torch.testing.assert_close(

@@ -1,4 +1,5 @@
-"""Batched local Grams against the kernels module, one Gram at a time."""
+"""Batched local Grams (kernelens.kernels.batched, used by sparse) against the kernel classes'
+own Grams, one Gram at a time; the formulas are the classes' own."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from kernelens import sparse
 from kernelens.kernels import KERNELS, GaussianKernel, Kernel, make_kernel, squared_distances
-from kernelens.sparse import batched_gram, batched_squared_distances
+from kernelens.kernels.batched import batched_gram, batched_squared_distances
 
 
 def _psd(d, seed=1):
@@ -83,3 +85,18 @@ def test_bandwidth_gradient_flows():
     A = torch.randn(2, 3, 2, dtype=torch.float64)
     batched_gram(make_kernel("laplace", bandwidth=bw), A).sum().backward()
     assert bw.grad is not None and float(bw.grad) != 0.0
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_PARAMS))
+def test_batched_gram_applies_the_kernel_classes_own_formula(name, monkeypatch):
+    # one source of truth: change a class's formula and the batched Grams follow it
+    cls = KERNELS[name]
+    method = "from_inner_products" if name in ("linear", "polynomial") else "from_distances"
+    original = getattr(cls, method)
+    monkeypatch.setattr(cls, method, lambda self, S, *a, **kw: 3.0 * original(self, S, *a) + 1.0)
+    kernel = make_kernel(name, **KERNEL_PARAMS[name])
+    A = torch.randn(3, 5, 4, dtype=torch.float64)
+    got = batched_gram(kernel, A)
+    for b in range(3):
+        torch.testing.assert_close(got[b], kernel(A[b]), rtol=1e-12, atol=1e-12)
+    assert sparse.batched_gram is batched_gram  # sparse re-exports the one implementation

@@ -201,9 +201,9 @@ def _count_builds(layer, monkeypatch):
     calls = []
     orig = layer.index.build
 
-    def build(points):
+    def build(points, **kw):
         calls.append(points.shape)
-        return orig(points)
+        return orig(points, **kw)
 
     monkeypatch.setattr(layer.index, "build", build)
     return calls

@@ -151,3 +151,100 @@ def test_copies_keep_configuration_not_built_data():
     index = FaissHNSWIndex(ef_search=77).build(_data(n=50)[0])
     twin = copy.deepcopy(index)
     assert twin.ef_search == 77 and not twin.is_built and index.is_built
+
+
+# -- one rule for every backend: reference distances, ties by the lowest index (issue 10, 12) --
+def _reference_metric(P, Q, k, metric):
+    kind = "cityblock" if metric == "l1" else "sqeuclidean"
+    D = cdist(Q.double().numpy(), P.double().numpy(), kind)
+    idx = np.argsort(D, axis=1, kind="stable")[:, :k]  # stable: ties by the lowest index
+    return np.take_along_axis(D, idx, axis=1), idx
+
+
+def _grid(n, B, p, dtype, seed=0):
+    """Points on a small integer grid: many duplicates and many equal distances."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randint(0, 3, (n, p), generator=g).to(dtype) + 7.0,
+        torch.randint(0, 3, (B, p), generator=g).to(dtype) + 7.0,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("metric", ["l2", "l1"])
+def test_torch_and_faiss_flat_identical_on_ties_lowest_index_first(dtype, metric):
+    P, Q = _grid(300, 50, 4, dtype)
+    k = 10
+    d_t, i_t = TorchExactIndex().build(P, metric=metric).search(Q, k)
+    d_f, i_f = FaissFlatIndex().build(P, metric=metric).search(Q, k)
+    assert torch.equal(i_t, i_f) and torch.equal(d_t, d_f)
+    ref_d, ref_i = _reference_metric(P, Q, k, metric)
+    np.testing.assert_array_equal(i_t.numpy(), ref_i)
+    np.testing.assert_array_equal(d_t.double().numpy(), ref_d)  # small integers: exact
+
+
+def test_near_ties_below_float32_resolution_are_resolved_exactly():
+    # distances differ in the 9th digit: faiss' float32 cannot order them, the proof fails
+    # for those rows and the exact scan answers them
+    g = np.random.default_rng(3)
+    base = g.normal(size=(1, 6)) * 10
+    P = torch.from_numpy(base + 1e-7 * g.normal(size=(400, 6)))
+    Q = torch.from_numpy(base + 1e-7 * g.normal(size=(20, 6)))
+    for index in (TorchExactIndex(), FaissFlatIndex()):
+        _, idx = index.build(P).search(Q, 7)
+        np.testing.assert_array_equal(idx.numpy(), _reference_metric(P, Q, 7, "l2")[1])
+
+
+def test_l1_metric_matches_scipy_cityblock():
+    P, Q = _data(n=400, B=30, p=5)
+    for index in (TorchExactIndex(memory_budget=1), FaissFlatIndex()):
+        d, idx = index.build(P, metric="l1").search(Q, 9)
+        ref_d, ref_i = _reference_metric(P, Q, 9, "l1")
+        np.testing.assert_array_equal(idx.numpy(), ref_i)
+        np.testing.assert_allclose(d.numpy(), ref_d, rtol=1e-13)
+        assert index.metric == "l1"
+    with pytest.raises(ValueError, match="metric"):
+        TorchExactIndex().build(P, metric="cosine")
+
+
+def test_hnsw_breaks_ties_by_lowest_index_among_its_candidates():
+    P, Q = _grid(300, 50, 4, torch.float32)
+    d, idx = FaissHNSWIndex(ef_search=400).build(P).search(Q, 10)
+    # rows in (distance, index) order, and the distances are the reference distances
+    ref = ((Q[:, None, :] - P[idx]) ** 2).sum(-1)
+    assert torch.equal(d, ref)
+    same_d = d[:, 1:] == d[:, :-1]
+    assert bool((idx[:, 1:] > idx[:, :-1])[same_d].all())
+    assert bool((d[:, 1:] >= d[:, :-1]).all())
+    # the distances are the exact ones (which of several tied points at the k-th place it
+    # returns depends on the graph's candidates)
+    np.testing.assert_array_equal(d.double().numpy(), _reference_metric(P, Q, 10, "l2")[0])
+
+
+@pytest.mark.parametrize("cls", [TorchExactIndex, FaissFlatIndex, FaissHNSWIndex])
+def test_empty_query_batch(cls):
+    P, Q = _data(n=50)
+    d, idx = cls().build(P).search(Q[:0], 4)
+    assert d.shape == (0, 4) and idx.shape == (0, 4) and idx.dtype == torch.int64
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1"])
+def test_exact_scan_without_an_upper_bound_is_the_reference(metric):
+    # the path of rows an approximate backend left short of k candidates
+    P, Q = _grid(200, 12, 3, torch.float64)
+    index = TorchExactIndex(memory_budget=1).build(P, metric=metric)
+    upper = torch.full((len(Q),), float("inf"), dtype=torch.float64)
+    d, idx = index._scan(Q, Q - index._centre, 9, upper)
+    ref_d, ref_i = _reference_metric(P, Q, 9, metric)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    np.testing.assert_array_equal(d.numpy(), ref_d)
+
+
+def test_binary_features_with_many_ties_are_exact():
+    # most rows have ties at the k-th place: nearly all go through the exact scan
+    g = torch.Generator().manual_seed(0)
+    P = (torch.rand(2000, 32, generator=g) < 0.1).float()
+    Q = (torch.rand(50, 32, generator=g) < 0.1).float()
+    ref = _reference_metric(P, Q, 16, "l2")[1]
+    for index in (TorchExactIndex(), FaissFlatIndex()):
+        np.testing.assert_array_equal(index.build(P).search(Q, 16)[1].numpy(), ref)

@@ -29,7 +29,7 @@ def _manifest() -> dict[str, dict[str, object]]:
         raise FileNotFoundError(
             f"the bundled data manifest {path} is missing; the kernelens installation is "
             "incomplete: reinstall it (pip install --force-reinstall kernelens) or rebuild the "
-            "bundle with `python -m kernelens.data.make_bundle` (see docs/data.md)."
+            "bundle with `python scripts/make_bundle.py` in a source checkout (see docs/data.md)."
         )
     return json.loads(path.read_text(encoding="utf-8"))["files"]
 
@@ -56,6 +56,6 @@ def bundled_file(name: str) -> Path:
             f"bundled data file {path} does not match its manifest entry (expected "
             f"{entry['bytes']} bytes with sha256 {entry['sha256']}, found {size} bytes); the copy "
             "is damaged (a Git LFS pointer? run `git lfs pull`) or was edited; reinstall kernelens "
-            "or rebuild the bundle with `python -m kernelens.data.make_bundle`."
+            "or rebuild the bundle with `python scripts/make_bundle.py` (in a source checkout)."
         )
     return path

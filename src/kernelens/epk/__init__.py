@@ -5,16 +5,18 @@ Record training with :class:`TrajectoryRecorder` (or :func:`fit`), then
 path-kernel values, exact predictions and GP-style uncertainty. See docs/epk.md.
 """
 
-from .kernel import OUTPUTS, ExactPathKernel, PathDecomposition, VerifyReport
+from .kernel import OUTPUTS, ExactPathKernel
 from .losses import LossSpec, resolve_loss
 from .optim import SUPPORTED_OPTIMIZERS, StepRule
 from .recorder import TrajectoryRecorder, fit
+from .results import EPKVerificationError, PathDecomposition, VerifyReport
 from .store import StoreError
 from .trajectory import StepRecord, Trajectory, TrajectoryHeader
 
 __all__ = [
     "OUTPUTS",
     "SUPPORTED_OPTIMIZERS",
+    "EPKVerificationError",
     "ExactPathKernel",
     "LossSpec",
     "PathDecomposition",

@@ -55,19 +55,20 @@ def symmetric_path_kernel(
         if self_only
         else torch.zeros(n1, n2, o, dtype=epk.dtype)
     )
-    w0 = epk._weights(0)
+    path = epk.path
+    w0 = path.weights(0)
     for s in progress(range(traj.num_steps), desc="epk gp kernel", enable=epk.show_progress):
-        w1 = epk._weights(s + 1)
+        w1 = path.weights(s + 1)
         lrs = {k: float(traj.step(s).hyper[group_of[k]]["lr"]) for k in names}
         uniform = len(set(lrs.values())) == 1
         for t, q in rule_nodes("gauss-legendre", nodes):
             w = {k: w0[k] + t * (w1[k] - w0[k]) for k in names}
-            f1 = epk._factors(epk._view, x1, w)
-            f2 = f1 if x2 is None or self_only else epk._factors(epk._view, x2, w)
+            f1 = path.factors(x1, w)
+            f2 = f1 if x2 is None or self_only else path.factors(x2, w)
             if uniform:
                 gram = contract(f1, f2, output="diagonal") * (q * next(iter(lrs.values())))
             else:
-                scaled = epk._factors(epk._view, x1, w).scale_({k: q * v for k, v in lrs.items()})
+                scaled = path.factors(x1, w).scale_({k: q * v for k, v in lrs.items()})
                 gram = contract(scaled, f2, output="diagonal")
             if self_only:
                 out += gram.diagonal(dim1=0, dim2=1).T
@@ -97,7 +98,7 @@ def path_gp_variance(
             diagonal.
         nodes: Gauss-Legendre nodes per step.
     """
-    x = epk._check_x(x_test)
+    x = epk.path.check_x(x_test)
     idx, X = epk.trajectory.training_examples()
     if train_indices is not None:
         want = torch.as_tensor(train_indices, dtype=torch.int64).reshape(-1)

@@ -32,7 +32,9 @@ __all__ = [
     "capture_preconditioners",
     "capture_rules",
     "forward_update",
+    "gradient_tolerance",
     "optimizer_kind",
+    "roundoff_tolerance",
 ]
 
 SUPPORTED_OPTIMIZERS = (
@@ -43,6 +45,34 @@ SUPPORTED_OPTIMIZERS = (
 )
 
 Tensors = Mapping[str, torch.Tensor]
+
+#: An actual step may deviate from its recorded update law by this many ``eps`` (of the
+#: weights' dtype) of the step's largest entry, plus 4 ``eps`` of the largest weight.
+UPDATE_RTOL = 1000
+
+
+#: A gradient may differ from the one implied by the recorded losses by this many ``eps`` of
+#: its largest entry (round-off of two backward passes summing the batch in different orders).
+GRAD_RTOL = 1000
+
+
+def gradient_tolerance(param_max: float, overall_max: float, dtype: torch.dtype) -> float:
+    """How far (max-abs, per entry) an honest ``p.grad`` may be from the gradient implied by the
+    recorded loss gradients: ``GRAD_RTOL eps`` of the parameter's largest gradient entry plus
+    ``64 eps`` of the largest over all parameters (cancellation within the batch sum). The
+    recorder enforces it; the kernel propagates it through the update law."""
+    eps = torch.finfo(dtype).eps
+    return GRAD_RTOL * eps * param_max + 64 * eps * overall_max
+
+
+def roundoff_tolerance(step_max: float, weight_max: float, dtype: torch.dtype) -> float:
+    """How far (max-abs) an honest step of size ``step_max`` on weights of size ``weight_max``
+    may differ from the recorded update law through rounding alone, in ``dtype``.
+
+    The one rule for "beyond round-off" of the step itself: the recorder's update check and
+    the kernel's unexplained residual ``|R_s|`` both use it."""
+    eps = torch.finfo(dtype).eps
+    return UPDATE_RTOL * eps * step_max + 4 * eps * weight_max
 
 
 @dataclass(frozen=True)
@@ -242,19 +272,24 @@ class BackwardAccumulator:
         gbar: Tensors,
         preconditioners: Tensors | None,
     ) -> dict[str, torch.Tensor]:
-        """Step ``r``'s rules and ``gbar_r`` (per parameter ``[M, *shape]``) -> ``G_r``."""
+        """Step ``r``'s rules and ``gbar_r`` (per parameter ``[M, *shape]``) -> ``G_r``.
+
+        ``gbar``'s tensors are consumed (overwritten in place, saving a pass over memory)."""
         g_out, h_new = {}, {}
         for name, gb in gbar.items():
             r = rules[self.group_of[name]]
-            u = -gb
+            u = gb.neg_()
             if r.preconditioned:
                 if preconditioners is None:
                     raise ValueError("a preconditioned step needs its preconditioners.")
-                u = u / preconditioners[name].to(u.dtype)
-            h = r.beta * u
+                u.div_(preconditioners[name].to(u.dtype))
+            h = u * r.beta
             if self._h is not None and self._next_rules is not None:
-                h = h + self._next_rules[self.group_of[name]].rho * self._h[name]
+                h.add_(self._h[name], alpha=self._next_rules[self.group_of[name]].rho)
             h_new[name] = h
-            g_out[name] = r.alpha * u + r.kappa * h
+            g = h * r.kappa
+            if r.alpha != 0.0:
+                g.add_(u, alpha=r.alpha)
+            g_out[name] = g
         self._h, self._next_rules = h_new, rules
         return g_out

@@ -3,13 +3,14 @@
 The EPK integrates ``grad_w f(x; w_s + t Delta_s)`` over ``t in [0, 1]``. Along the straight
 segment the integrand is analytic for smooth activations, so Gauss-Legendre converges
 spectrally (``n`` nodes integrate polynomials of degree ``2n - 1`` exactly). ReLU-type kinks
-make it piecewise smooth; :class:`DyadicInterval` supports bisection towards a kink, driven
-by the exact residual ``f(x; w(b)) - f(x; w(a)) - (quadrature of the JVP)`` available on every
-sub-interval (see :mod:`kernelens.epk.kernel`).
+make it piecewise smooth; :class:`Interval` supports splitting at located kinks and bisection,
+driven by the exact residual ``f(x; w(b)) - f(x; w(a)) - (quadrature of the JVP)`` available on every
+sub-interval (see :mod:`kernelens.epk.integration`).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .._validation import check_choice, check_positive_int
 
-__all__ = ["RULES", "DyadicInterval", "rule_nodes"]
+__all__ = ["RULES", "Interval", "rule_nodes"]
 
 RULES = ("gauss-legendre", "midpoint")
 
@@ -46,30 +47,24 @@ def rule_nodes(rule: str, n: int, a: float = 0.0, b: float = 1.0) -> list[tuple[
 
 
 @dataclass(frozen=True, order=True)
-class DyadicInterval:
-    """The interval ``[index / 2^level, (index + 1) / 2^level]`` of [0, 1].
+class Interval:
+    """A sub-interval ``[a, b]`` of [0, 1] at refinement ``level`` (0: a whole piece between
+    two located kinks, or [0, 1]; each bisection adds one)."""
 
-    Dyadic intervals of different test points coincide exactly, so points that need the same
-    refinement are evaluated together.
-    """
-
-    level: int
-    index: int
-
-    @property
-    def a(self) -> float:
-        return self.index / 2.0**self.level
-
-    @property
-    def b(self) -> float:
-        return (self.index + 1) / 2.0**self.level
+    a: float
+    b: float
+    level: int = 0
 
     @property
     def length(self) -> float:
-        return 1.0 / 2.0**self.level
+        return self.b - self.a
 
-    def children(self) -> tuple[DyadicInterval, DyadicInterval]:
-        return (
-            DyadicInterval(self.level + 1, 2 * self.index),
-            DyadicInterval(self.level + 1, 2 * self.index + 1),
-        )
+    def children(self) -> tuple[Interval, Interval]:
+        """The two halves."""
+        m = 0.5 * (self.a + self.b)
+        return Interval(self.a, m, self.level + 1), Interval(m, self.b, self.level + 1)
+
+    def split(self, points: list[float]) -> list[Interval]:
+        """The pieces between ``a``, the sorted interior ``points`` and ``b`` (one level down)."""
+        ends = [self.a, *points, self.b]
+        return [Interval(lo, hi, self.level + 1) for lo, hi in itertools.pairwise(ends)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,21 +13,30 @@ import torch
 from torch import nn
 
 from .._progress import progress
-from .._validation import check_positive_int
+from .._validation import check_positive, check_positive_int
+from ..ntk import vjp
 from .losses import LossSpec, loss_output_gradients, resolve_loss
-from .optim import capture_preconditioners, capture_rules, forward_update, optimizer_kind
-from .store import read_manifest
+from .optim import (
+    capture_preconditioners,
+    capture_rules,
+    forward_update,
+    gradient_tolerance,
+    optimizer_kind,
+    roundoff_tolerance,
+)
 from .trajectory import (
     DEFAULT_SHARD_BYTES,
     StepRecord,
-    StoreWriter,
     Trajectory,
     TrajectoryHeader,
-    _DiskSource,
-    _MemorySource,
+    TrajectoryWriter,
+    open_writer,
 )
 
 __all__ = ["TrajectoryRecorder", "fit"]
+
+#: Learning-rate schedulers the recorder steps after every optimizer step.
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 def _check_deterministic(model: nn.Module) -> None:
@@ -74,6 +84,11 @@ class TrajectoryRecorder:
         check_updates: compare every actual step with the recorded update law (cheap; catches
             an optimizer that behaves differently from its recorded description).
         shard_bytes: target size of one store file when ``store`` is a directory.
+        max_grad_norm: clip the gradients to this total norm before each step
+            (``torch.nn.utils.clip_grad_norm_`` over all trained parameters). The one scalar
+            rescale per step is recorded (``StepRecord.grad_scale``), so attributions stay
+            exact. Clipping in a step pre-hook is recorded the same way; any per-element change
+            of the gradients (tensor hooks, ``clip_grad_value_``) is refused.
     """
 
     def __init__(
@@ -84,9 +99,10 @@ class TrajectoryRecorder:
         *,
         num_examples: int,
         store: str | os.PathLike | None = None,
-        scheduler: Any = None,
+        scheduler: Scheduler | None = None,
         check_updates: bool = True,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
+        max_grad_norm: float | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -102,6 +118,9 @@ class TrajectoryRecorder:
         self.num_examples = check_positive_int(num_examples, "num_examples")
         self.scheduler = scheduler
         self.check_updates = bool(check_updates)
+        self.max_grad_norm = (
+            None if max_grad_norm is None else check_positive(max_grad_norm, "max_grad_norm")
+        )
         self.shard_bytes = check_positive_int(shard_bytes, "shard_bytes")
         self.store = None if store is None else Path(store)
         if (
@@ -138,8 +157,7 @@ class TrajectoryRecorder:
         self._static.update({n: b.detach().clone() for n, b in model.named_buffers()})
         self._w = {n: p.detach().clone() for n, p in self._params.items()}
         self._header: TrajectoryHeader | None = None
-        self._memory: _MemorySource | None = None
-        self._writer: StoreWriter | None = None
+        self._writer: TrajectoryWriter | None = None
         self._seen: dict[int, bytes] = {}
         self._check_buffers: dict[str, torch.Tensor] = {}
         self._steps = 0
@@ -186,8 +204,13 @@ class TrajectoryRecorder:
         self.optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
         self._check_grads()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(self._params.values()), self.max_grad_norm)
+        implied = vjp(self.model, x, c / len(idx), weights=self._w, params=list(self._params))
         rules, hyper = capture_rules(self.optimizer, self.kind)
         self.optimizer.step()
+        # after the step: p.grad is what the optimizer used, step pre-hooks included
+        grad_scale = self._grad_scale(implied)
         pre = None
         if self.kind == "adam":
             pre = {n: d.detach().clone() for n, d in
@@ -203,14 +226,12 @@ class TrajectoryRecorder:
             outputs=out.detach().cpu().clone(),
             output_grads=c.cpu(),
             loss=float(batch_loss.detach()),
+            grad_scale=grad_scale,
             rules=tuple(rules),
             hyper=tuple(hyper),
             preconditioners=pre,
         )
-        if self._writer is not None:
-            self._writer.append(record, w_next)
-        else:
-            self._memory.append(record, w_next)
+        self._writer.append(record, w_next)
         self._w = w_next
         self._steps += 1
         if self.scheduler is not None:
@@ -286,6 +307,50 @@ class TrajectoryRecorder:
                     "diverged. The trajectory up to the previous step is intact."
                 )
 
+    def _grad_scale(self, implied: dict[str, torch.Tensor]) -> float:
+        """The one scalar ``s`` with ``p.grad = s * e`` for every trained parameter, where ``e``
+        is the gradient implied by the recorded loss gradients (an independent backward pass
+        that no hook sees); ``1.0`` unless the gradients were rescaled (``clip_grad_norm_``).
+
+        Raises RuntimeError if the optimizer used anything else (a gradient hook, value
+        clipping, a step pre-hook that edits gradients per element): the recorded loss
+        gradients would not explain the step, so attributions would be wrong.
+        """
+        missing = [n for n, p in self._params.items() if p.grad is None]
+        if missing:
+            raise RuntimeError(
+                f"at step {self._steps} the gradient of {missing[0]!r} was removed before the "
+                "optimizer step (a step pre-hook set p.grad = None?); the EPK needs every trained "
+                "parameter updated from its recorded gradient."
+            )
+        grads = {n: p.grad.detach().double() for n, p in self._params.items()}
+        e = {n: implied[n].detach().double() for n in self._params}
+        ee = sum(float((v * v).sum()) for v in e.values())
+        ge = sum(float((grads[n] * e[n]).sum()) for n in e)
+        scale = ge / ee if ee > 0 else 1.0
+        g_dtype = next(iter(self._params.values())).dtype
+        if abs(scale - 1.0) <= gradient_tolerance(1.0, 0.0, g_dtype):
+            scale = 1.0
+        g_all = max((float(g.abs().max()) for g in grads.values() if g.numel()), default=0.0)
+        for n, g in grads.items():
+            if not g.numel():
+                continue
+            err = float((g - scale * e[n]).abs().max())
+            tol = gradient_tolerance(float(g.abs().max()), g_all, g_dtype)
+            if err > tol:
+                raise RuntimeError(
+                    f"at step {self._steps} the gradient the optimizer used for {n!r} is not "
+                    "the gradient of the recorded losses (max deviation "
+                    f"{err:.3g}, {err / max(float(g.abs().max()), 1e-300):.3g} relative, after "
+                    f"the best common rescaling {scale:.6g}): something changed the gradients "
+                    "per element (a tensor hook on a parameter, clip_grad_value_, a step "
+                    "pre-hook that edits gradients). The EPK supports only one common rescale "
+                    "of all gradients per step (clip_grad_norm_ over all trained parameters; "
+                    "or pass max_grad_norm=). The model was updated by this step but it was not "
+                    "recorded: start a new recording without the gradient change."
+                )
+        return float(scale)
+
     def _check_update(
         self,
         rules: list,
@@ -302,11 +367,12 @@ class TrajectoryRecorder:
             w0, w1 = self._w[n].double(), w_next[n].double()
             predicted = update[n] - r.decoupled * w0
             actual = w1 - w0
-            err = float((predicted - actual).abs().max()) if actual.numel() else 0.0
-            eps = torch.finfo(self._w[n].dtype).eps
-            scale = float(actual.abs().max()) if actual.numel() else 0.0
-            wmax = max(float(w0.abs().max()), float(w1.abs().max())) if actual.numel() else 0.0
-            if err > 1000 * eps * scale + 4 * eps * wmax:
+            if not actual.numel():
+                continue
+            err = float((predicted - actual).abs().max())
+            scale = float(actual.abs().max())
+            wmax = max(float(w0.abs().max()), float(w1.abs().max()))
+            if err > roundoff_tolerance(scale, wmax, self._w[n].dtype):
                 raise RuntimeError(
                     f"the optimizer's step {self._steps} on {n!r} deviates from the recorded "
                     f"update law by {err:.3g} (step size {scale:.3g}); something changed the "
@@ -330,24 +396,18 @@ class TrajectoryRecorder:
             loss=self.loss.name,
             num_examples=self.num_examples,
             num_outputs=int(num_outputs),
+            run_id=uuid.uuid4().hex,
         )
-        if self.store is None:
-            self._memory = _MemorySource(self._static, self._w)
-        else:
-            self._writer = StoreWriter(
-                self.store, self._header, self._static, self._w, shard_bytes=self.shard_bytes
-            )
+        self._writer = open_writer(
+            self.store, self._header, self._static, self._w, shard_bytes=self.shard_bytes
+        )
 
     @property
     def trajectory(self) -> Trajectory:
         """The :class:`Trajectory` recorded so far (on disk: pending steps are written first)."""
         if self._header is None:
             raise RuntimeError("no training step has been recorded yet; call rec.step() first.")
-        if self._writer is None:
-            return Trajectory(self.model, self._header, self._memory)
-        self._writer.flush()
-        manifest = read_manifest(self.store)
-        return Trajectory(self.model, self._header, _DiskSource(self.store, manifest, self._header))
+        return self._writer.trajectory(self.model)
 
 
 def fit(
@@ -360,8 +420,9 @@ def fit(
     batch_size: int,
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
     seed: int = 0,
-    scheduler: Any = None,
+    scheduler: Scheduler | None = None,
     store: str | os.PathLike | None = None,
+    max_grad_norm: float | None = None,
 ) -> Trajectory:
     """Train ``model`` on ``(X, y)`` with shuffled mini-batches and return the recorded trajectory.
 
@@ -377,6 +438,7 @@ def fit(
         loss: see :class:`TrajectoryRecorder`.
         seed: seed of the shuffling.
         store: None (memory) or a new directory to stream the trajectory to.
+        max_grad_norm: clip the gradients' total norm before each step (recorded exactly).
     """
     X = torch.as_tensor(X)
     y = torch.as_tensor(y)
@@ -389,7 +451,13 @@ def fit(
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     rec = TrajectoryRecorder(
-        model, optimizer, loss, num_examples=n, store=store, scheduler=scheduler
+        model,
+        optimizer,
+        loss,
+        num_examples=n,
+        store=store,
+        scheduler=scheduler,
+        max_grad_norm=max_grad_norm,
     )
     gen = torch.Generator().manual_seed(int(seed))
     per_epoch = -(-n // batch_size)

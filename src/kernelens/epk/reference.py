@@ -11,6 +11,8 @@ integral by composite Gauss-Legendre on Jacobians built one output at a time. Co
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +64,7 @@ def reference_path_decomposition(
     panels: int = 1,
     cotangent: int | None = None,
     steps: list[int] | None = None,
+    breakpoints: Callable[[int, torch.Tensor], list[float]] | None = None,
 ) -> ReferenceResult:
     """Decompose f(x; w_S) - f(x; w_0) into per-example contributions, the slow way.
 
@@ -74,6 +77,8 @@ def reference_path_decomposition(
             ``-e_a`` instead, which turns the attributions into summed kernel values
             ``K(x, x_i)[:, a]``.
         steps: only inject the training gradients of these steps (per-step kernels).
+        breakpoints: ``(step, x_test[t]) -> sorted kinks in (0, 1)``; each panel is then split
+            at them (for piecewise-linear networks whose kinks the caller knows analytically).
     """
     model = copy.deepcopy(trajectory.model).double()
     names = trajectory.param_names
@@ -113,8 +118,12 @@ def reference_path_decomposition(
 
     x0 = x_test
     gl_x, gl_w = np.polynomial.legendre.leggauss(nodes)
-    ts = [((p + (xi + 1) / 2) / panels, wi / 2 / panels) for p in range(panels)
-          for xi, wi in zip(gl_x, gl_w)]  # fmt: skip
+
+    def rule(cuts: list[float]) -> list[tuple[float, float]]:
+        ends = sorted({*(p / panels for p in range(panels + 1)), *cuts})
+        return [(a + (b - a) * (xi + 1) / 2, (b - a) * wi / 2)
+                for a, b in itertools.pairwise(ends) for xi, wi in zip(gl_x, gl_w)]  # fmt: skip
+
     t_n = x0.shape[0]
     attributions = torch.zeros(t_n, n, o, dtype=torch.float64)
     non_example = torch.zeros(t_n, o, dtype=torch.float64)
@@ -138,7 +147,7 @@ def reference_path_decomposition(
                     v = -eye[int(rec.targets[j])]
                 else:
                     v = rec.output_grads[j].double()
-                per_ex[i] += grad_of(xb[j], w_now, v) / b
+                per_ex[i] += rec.grad_scale * grad_of(xb[j], w_now, v) / b
         contrib = torch.zeros_like(per_ex)
         for g, cols in enumerate(group_cols):
             hyper = rec.hyper[g]
@@ -161,7 +170,8 @@ def reference_path_decomposition(
         delta = _flat([w_next[k] - w_now[k] for k in names])
         for ti in range(t_n):
             gbar = torch.zeros(o, int(offsets[-1]), dtype=torch.float64)
-            for tau, q in ts:
+            cuts = [] if breakpoints is None else breakpoints(s, x0[ti])
+            for tau, q in rule(cuts):
                 w_tau = {k: w_now[k] + tau * (w_next[k] - w_now[k]) for k in names}
                 for a in range(o):
                     gbar[a] += q * grad_of(x0[ti], w_tau, eye[a])

@@ -2,15 +2,18 @@
 
 A store is a directory::
 
-    manifest.json                 format tag, model/optimizer description, per-step scalars,
-                                  and for every data file its byte size and SHA-256
+    manifest.json                 format tag, model/optimizer description, run id, per-step
+                                  scalars, for every data file its byte size and SHA-256, and
+                                  the SHA-256 of the manifest itself
     init.safetensors              initial weights w_0 and the static tensors (frozen
                                   parameters and buffers)
     steps-00000000.safetensors    per step s: the weights after the step, the batch (indices,
                                   inputs, targets, outputs, dloss/doutput) and Adam's
                                   denominators; one file holds a run of consecutive steps
 
-Every file is written to a temporary name, flushed to disk and renamed into place
+Every data file carries the run id in its safetensors metadata, so a file from another
+recording is refused even where its manifest entry was copied too; the manifest's own checksum
+catches any edit of its scalars (a learning rate, ``num_examples``). Every file is written to a temporary name, flushed to disk and renamed into place
 (``os.replace`` is atomic on POSIX), and the manifest is replaced only after the files it lists
 are complete, so an interrupted write leaves the previous consistent store behind. Reading
 checks sizes when the store is opened and each file's checksum before its first use.
@@ -18,7 +21,6 @@ checks sizes when the store is opened and each file's checksum before its first 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +32,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
+
+from .._files import write_atomic
 
 __all__ = [
     "FORMAT",
@@ -45,38 +49,39 @@ __all__ = [
 ]
 
 FORMAT = "kernelens.epk.trajectory"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
+#: Manifest key holding the SHA-256 of the rest of the manifest.
+CHECKSUM = "manifest_sha256"
 
 
 class StoreError(ValueError):
     """A trajectory store is missing, foreign, truncated, corrupted or incompatible."""
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def write_shard(directory: Path, name: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Write ``tensors`` as one safetensors file; return its manifest entry (name, bytes, sha256)."""
-    data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+def write_shard(
+    directory: Path, name: str, tensors: Mapping[str, torch.Tensor], *, run_id: str
+) -> dict[str, Any]:
+    """Write ``tensors`` as one safetensors file whose metadata names the run and the file;
+    return its manifest entry (name, bytes, sha256)."""
+    data = safetensors_bytes(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        metadata={"format": FORMAT, "run_id": run_id, "name": name},
+    )
     write_atomic(directory / name, data)
     return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    """Atomically (re)write the manifest; call only after the files it lists are written."""
-    text = json.dumps(manifest, indent=1, sort_keys=True)
+    """Atomically (re)write the manifest with its checksum; call only after the files it lists
+    are written."""
+    sealed = {**manifest, CHECKSUM: _manifest_digest(manifest)}
+    text = json.dumps(sealed, indent=1, sort_keys=True)
     write_atomic(directory / MANIFEST, text.encode())
 
 
@@ -109,6 +114,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"trajectory store version {manifest.get('version')!r} is not supported by this "
             f"kernelens (it reads version {VERSION})."
         )
+    if manifest.get(CHECKSUM) != _manifest_digest(manifest):
+        raise StoreError(
+            f"the manifest {str(path)!r} was edited after it was written (its checksum does not "
+            "match its content: a learning rate, num_examples or a file entry changed); restore "
+            "the original manifest or record the run again."
+        )
     for entry in manifest["files"]:
         f = directory / entry["name"]
         if not f.is_file():
@@ -138,8 +149,9 @@ class ShardReader:
     Keeps at most one file open (trajectories are read step by step, in order or backwards).
     """
 
-    def __init__(self, directory: Path, files: list[dict[str, Any]]) -> None:
+    def __init__(self, directory: Path, files: list[dict[str, Any]], *, run_id: str) -> None:
         self.directory = Path(directory)
+        self.run_id = run_id
         self._entries = {e["name"]: e for e in files}
         self._verified: set[str] = set()
         self._open_name: str | None = None
@@ -158,11 +170,36 @@ class ShardReader:
             )
         self._verified.add(name)
 
+    def _open(self, name: str) -> Any:
+        """Open ``name`` and check that it is a safetensors file of this run."""
+        try:
+            handle = safe_open(str(self.directory / name), framework="pt", device="cpu")
+            meta = handle.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error type for a foreign file
+            raise StoreError(
+                f"trajectory store file {name!r} is not a safetensors file ({exc}); it was "
+                "replaced by something else (kernelens never writes pickles). Restore the "
+                "store from the original recording."
+            ) from exc
+        if meta.get("run_id") != self.run_id or meta.get("name") != name:
+            raise StoreError(
+                f"trajectory store file {name!r} belongs to another recording (run id "
+                f"{meta.get('run_id')!r}, file {meta.get('name')!r}; this store is run "
+                f"{self.run_id!r}); files of different runs cannot be mixed."
+            )
+        return handle
+
+    def verify_all(self) -> None:
+        """Check every file's checksum and that it belongs to this run."""
+        for name in self._entries:
+            self.verify(name)
+            self._open(name)
+
     def get(self, name: str, key: str) -> torch.Tensor:
         """Tensor ``key`` from file ``name``."""
         if self._open_name != name:
             self.verify(name)
-            self._handle = safe_open(str(self.directory / name), framework="pt", device="cpu")
+            self._handle = self._open(name)
             self._open_name = name
         try:
             return self._handle.get_tensor(key)

@@ -30,7 +30,14 @@ from .store import (
     write_shard,
 )
 
-__all__ = ["DEFAULT_SHARD_BYTES", "StepRecord", "Trajectory", "TrajectoryHeader"]
+__all__ = [
+    "DEFAULT_SHARD_BYTES",
+    "StepRecord",
+    "Trajectory",
+    "TrajectoryHeader",
+    "TrajectoryWriter",
+    "open_writer",
+]
 
 #: Target size of one steps file; a file holds as many whole steps as fit.
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -47,6 +54,7 @@ class TrajectoryHeader:
         loss: ``"cross_entropy"``, ``"mse"`` or ``"callable"``.
         num_examples: ``N``, the size of the index space of training examples.
         num_outputs: ``O``, the model's output width.
+        run_id: a random id of the recording; every store file carries it.
     """
 
     params: tuple[tuple[str, tuple[int, ...], str, int], ...]
@@ -56,6 +64,7 @@ class TrajectoryHeader:
     loss: str
     num_examples: int
     num_outputs: int
+    run_id: str
 
     @property
     def names(self) -> list[str]:
@@ -82,6 +91,7 @@ class TrajectoryHeader:
             "loss": self.loss,
             "num_examples": self.num_examples,
             "num_outputs": self.num_outputs,
+            "run_id": self.run_id,
         }
 
     @classmethod
@@ -94,6 +104,7 @@ class TrajectoryHeader:
             loss=d["loss"],
             num_examples=int(d["num_examples"]),
             num_outputs=int(d["num_outputs"]),
+            run_id=str(d["run_id"]),
         )
 
     def check_model(self, model: nn.Module) -> None:
@@ -134,6 +145,8 @@ class StepRecord:
         outputs: ``[B, O]`` the network's outputs at ``w_step`` during training.
         output_grads: ``[B, O]`` per-example ``d loss_i / d f(x_i)`` at ``w_step``.
         loss: the batch-mean loss.
+        grad_scale: the one scalar the optimizer's gradient was rescaled by (norm clipping;
+            1.0 otherwise): the step used ``grad_scale * e_s``.
         rules: the optimizer's :class:`StepRule` per param group.
         hyper: the raw hyper-parameters per param group (lr, momentum, betas, ...).
         preconditioners: Adam's denominators ``D_step`` per parameter, else None.
@@ -149,10 +162,19 @@ class StepRecord:
     rules: tuple[StepRule, ...]
     hyper: tuple[dict[str, Any], ...]
     preconditioners: dict[str, torch.Tensor] | None = field(default=None)
+    grad_scale: float = 1.0
 
     @property
     def batch_size(self) -> int:
         return int(self.indices.shape[0])
+
+    def __repr__(self) -> str:
+        pre = ", preconditioned" if self.preconditioners is not None else ""
+        clip = f", grad_scale={self.grad_scale:.6g}" if self.grad_scale != 1.0 else ""
+        return (
+            f"StepRecord(step={self.step}, batch={self.batch_size}, "
+            f"inputs={list(self.inputs.shape)}, loss={self.loss:.6g}{clip}{pre})"
+        )
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The record's tensors under the store's key names."""
@@ -172,6 +194,7 @@ class StepRecord:
         """The record's scalars as stored in the manifest."""
         return {
             "loss": self.loss,
+            "grad_scale": self.grad_scale,
             "batch": self.batch_size,
             "rules": [r.to_dict() for r in self.rules],
             "hyper": list(self.hyper),
@@ -191,10 +214,38 @@ class _Source(Protocol):
     def static(self) -> dict[str, torch.Tensor]: ...
 
 
-class _MemorySource:
-    """Steps held in RAM by the recorder."""
+class TrajectoryWriter(Protocol):
+    """Where a recorder puts its steps: RAM or a store directory (:func:`open_writer`)."""
 
-    def __init__(self, static: dict[str, torch.Tensor], w0: dict[str, torch.Tensor]) -> None:
+    def append(self, record: StepRecord, w_next: Mapping[str, torch.Tensor]) -> None:
+        """Add step ``record.step`` and the weights after it."""
+
+    def trajectory(self, model: nn.Module) -> Trajectory:
+        """The :class:`Trajectory` of the steps appended so far, read through ``model``."""
+
+
+def open_writer(
+    store: str | os.PathLike | None,
+    header: TrajectoryHeader,
+    static: Mapping[str, torch.Tensor],
+    w0: Mapping[str, torch.Tensor],
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> TrajectoryWriter:
+    """A :class:`TrajectoryWriter` for a new recording: in memory (``store=None``) or streaming
+    to the new directory ``store``."""
+    if store is None:
+        return _MemorySource(header, dict(static), dict(w0))
+    return StoreWriter(store, header, static, w0, shard_bytes=shard_bytes)
+
+
+class _MemorySource:
+    """Steps held in RAM by the recorder (both its writer and the trajectory's source)."""
+
+    def __init__(
+        self, header: TrajectoryHeader, static: dict[str, torch.Tensor], w0: dict[str, torch.Tensor]
+    ) -> None:
+        self._header = header
         self._static = static
         self._weights = [w0]
         self._records: list[StepRecord] = []
@@ -205,7 +256,10 @@ class _MemorySource:
 
     def append(self, record: StepRecord, w_next: dict[str, torch.Tensor]) -> None:
         self._records.append(record)
-        self._weights.append(w_next)
+        self._weights.append(dict(w_next))
+
+    def trajectory(self, model: nn.Module) -> Trajectory:
+        return Trajectory(model, self._header, self)
 
     def weights(self, step: int) -> dict[str, torch.Tensor]:
         return self._weights[step]
@@ -254,7 +308,11 @@ class StoreWriter:
         }
         init = {f"w0.{k}": v for k, v in w0.items()}
         init.update({f"static.{k}": v for k, v in static.items()})
-        self._manifest["files"].append(write_shard(self.directory, "init.safetensors", init))
+        self._header = header
+        self._run_id = header.run_id
+        self._manifest["files"].append(
+            write_shard(self.directory, "init.safetensors", init, run_id=self._run_id)
+        )
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_steps: list[dict[str, Any]] = []
         self._pending_bytes = 0
@@ -280,7 +338,7 @@ class StoreWriter:
             return
         first = self._manifest["num_steps"]
         name = f"steps-{first:08d}.safetensors"
-        entry = write_shard(self.directory, name, self._pending)
+        entry = write_shard(self.directory, name, self._pending, run_id=self._run_id)
         file_index = len(self._manifest["files"])
         for scalars in self._pending_steps:
             scalars["file"] = file_index
@@ -289,6 +347,15 @@ class StoreWriter:
         self._manifest["num_steps"] = first + len(self._pending_steps)
         write_manifest(self.directory, self._manifest)
         self._pending, self._pending_steps, self._pending_bytes = {}, [], 0
+
+    def trajectory(self, model: nn.Module) -> Trajectory:
+        """Flush the pending steps and read the store back."""
+        self.flush()
+        return Trajectory(
+            model,
+            self._header,
+            _DiskSource(self.directory, read_manifest(self.directory), self._header),
+        )
 
 
 class _DiskSource:
@@ -299,7 +366,7 @@ class _DiskSource:
         self._manifest = manifest
         self._names = header.names
         self._static_names = [s[0] for s in header.static]
-        self._reader = ShardReader(directory, manifest["files"])
+        self._reader = ShardReader(directory, manifest["files"], run_id=header.run_id)
         self.num_steps = int(manifest["num_steps"])
         if len(manifest["steps"]) != self.num_steps:
             raise StoreError(
@@ -331,6 +398,7 @@ class _DiskSource:
             outputs=get(f, f"out.{step}"),
             output_grads=get(f, f"c.{step}"),
             loss=float(meta["loss"]),
+            grad_scale=float(meta["grad_scale"]),
             rules=tuple(StepRule.from_dict(r) for r in meta["rules"]),
             hyper=tuple(meta["hyper"]),
             preconditioners=pre,
@@ -343,8 +411,7 @@ class _DiskSource:
         return {n: self._reader.get("init.safetensors", f"static.{n}") for n in self._static_names}
 
     def verify_all(self) -> None:
-        for entry in self._manifest["files"]:
-            self._reader.verify(entry["name"])
+        self._reader.verify_all()
 
 
 class Trajectory:

@@ -13,7 +13,7 @@ from .classic import (
 )
 from .distances import euclidean_distances, squared_distances
 from .gp import GaussianProcessRegressor
-from .registry import KERNELS, make_kernel
+from .registry import KERNELS, make_kernel, resolve_kernel
 from .ridge import KernelClassifier, KernelRidge
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "euclidean_distances",
     "fit_temperature",
     "make_kernel",
+    "resolve_kernel",
     "squared_distances",
 ]

@@ -8,6 +8,7 @@ never formed; ``operator`` wraps that as a :class:`~kernelens.linalg.LinearOpera
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
@@ -57,6 +58,7 @@ class Kernel(ABC):
         *,
         memory_budget: int | None = None,
         show_progress: bool | None = None,
+        client: Any = None,
     ) -> torch.Tensor:
         """``K(X1, X2) @ V`` in tiles, never forming the full Gram.
 
@@ -66,10 +68,16 @@ class Kernel(ABC):
             V: ``[N2]`` or ``[N2, k]``.
             memory_budget: bytes a tile of the Gram (with temporaries) may use.
             show_progress: force the progress bar on or off (default: on a terminal).
+            client: a :class:`distributed.Client`: row tiles run on its workers
+                (:mod:`kernelens.distributed`); None computes in-process.
 
         Returns:
             ``[N1]`` or ``[N1, k]``, matching ``V``.
         """
+        if client is not None:
+            op = self.operator(X1, X2, memory_budget=memory_budget, client=client)
+            op.show_progress = show_progress
+            return op.matvec(as_tensor(V, "V", ndim=(1, 2), dtype=X1.dtype))
         X1, X2 = self._check_pair(X1, X2)
         Xb = X1 if X2 is None else X2
         V = as_tensor(V, "V", ndim=(1, 2), dtype=X1.dtype, device=X1.device)
@@ -103,13 +111,22 @@ class Kernel(ABC):
         X2: torch.Tensor | None = None,
         *,
         memory_budget: int | None = None,
+        client: Any = None,
     ) -> LinearOperator:
         """``K(X1, X2)`` as a matrix-free :class:`LinearOperator` (symmetric when X2 is None).
 
         Its products draw no progress bar of their own: iterative solvers that call them many
-        times show one bar for their iterations instead.
+        times show one bar for their iterations instead. With a :class:`distributed.Client`,
+        ``X1`` and ``X2`` go to its workers once and each product runs there in row tiles
+        (:class:`kernelens.distributed.DistributedKernelOperator`, ``memory_budget`` per worker).
         """
         X1, X2 = self._check_pair(X1, X2)
+        if client is not None:
+            from ..distributed import DistributedKernelOperator
+
+            return DistributedKernelOperator(
+                self, X1, X2, client=client, memory_budget=memory_budget
+            )
         Xb = X1 if X2 is None else X2
 
         def mm(V: torch.Tensor) -> torch.Tensor:

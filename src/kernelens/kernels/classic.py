@@ -22,6 +22,8 @@ Bandwidths and ``M`` may be tensors with ``requires_grad=True``: gradients flow 
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 
 from .._validation import as_tensor, check_nonnegative, check_positive, check_positive_int
@@ -39,7 +41,8 @@ __all__ = [
 ]
 
 
-def _bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
+def check_bandwidth(value: float | torch.Tensor) -> float | torch.Tensor:
+    """``value`` if it is a positive bandwidth (a tensor keeps its autograd history)."""
     check_positive(value.detach() if isinstance(value, torch.Tensor) else value, "bandwidth")
     return value
 
@@ -52,12 +55,32 @@ def _exp_scaled(D: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
 
 
 class _StationaryKernel(Kernel):
-    """Kernels with ``k(x, x) = 1``."""
+    """Kernels ``k(x, z) = exp(-D(x, z) / scale)`` with ``k(x, x) = 1``.
+
+    ``distances`` gives ``D`` (a norm or squared norm of ``x - z``) and ``from_distances`` the
+    kernel from it, so callers that need ``D`` for something else (the RFM's AGOP weights)
+    evaluate the kernel's own formula on their ``D`` instead of restating it.
+    """
 
     has_bandwidth = True
 
     def __init__(self, bandwidth: float | torch.Tensor = 1.0) -> None:
-        self.bandwidth = _bandwidth(bandwidth)
+        self.bandwidth = check_bandwidth(bandwidth)
+
+    @abstractmethod
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        """``D(x, z)`` for all pairs ``[N1, N2]`` (``same``: X2 is X1, exact zero diagonal)."""
+
+    @abstractmethod
+    def scale(self) -> float | torch.Tensor:
+        """The divisor of ``D`` in the exponent (``L`` or ``2 L^2``)."""
+
+    def from_distances(self, D: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+        """``exp(-D / scale)`` from :meth:`distances` (a new tensor unless ``in_place``)."""
+        return _exp_scaled(D if in_place else D.clone(), self.scale())
+
+    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
+        return self.from_distances(self.distances(X1, X2, same=same), in_place=True)
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
@@ -73,8 +96,11 @@ class LaplaceKernel(_StationaryKernel):
 
     name = "laplace"
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(euclidean_distances(X1, X2, same=same), self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return euclidean_distances(X1, X2, same=same)
+
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class GaussianKernel(_StationaryKernel):
@@ -82,8 +108,11 @@ class GaussianKernel(_StationaryKernel):
 
     name = "gaussian"
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(squared_distances(X1, X2, same=same), 2.0 * self.bandwidth**2)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return squared_distances(X1, X2, same=same)
+
+    def scale(self) -> float | torch.Tensor:
+        return 2.0 * self.bandwidth**2
 
 
 class ProductLaplaceKernel(_StationaryKernel):
@@ -91,8 +120,11 @@ class ProductLaplaceKernel(_StationaryKernel):
 
     name = "product_laplace"
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(torch.cdist(X1, X2, p=1.0), self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return torch.cdist(X1, X2, p=1.0)
+
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class _MahalanobisKernel(_StationaryKernel):
@@ -131,8 +163,11 @@ class MahalanobisLaplaceKernel(_MahalanobisKernel):
 
     name = "mahalanobis_laplace"
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return _exp_scaled(euclidean_distances(X1, X2, M=self._M(X1), same=same), self.bandwidth)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return euclidean_distances(X1, X2, M=self._M(X1), same=same)
+
+    def scale(self) -> float | torch.Tensor:
+        return self.bandwidth
 
 
 class MahalanobisGaussianKernel(_MahalanobisKernel):
@@ -140,9 +175,11 @@ class MahalanobisGaussianKernel(_MahalanobisKernel):
 
     name = "mahalanobis_gaussian"
 
-    def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        d2 = squared_distances(X1, X2, M=self._M(X1), same=same)
-        return _exp_scaled(d2, 2.0 * self.bandwidth**2)
+    def distances(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
+        return squared_distances(X1, X2, M=self._M(X1), same=same)
+
+    def scale(self) -> float | torch.Tensor:
+        return 2.0 * self.bandwidth**2
 
 
 class LinearKernel(Kernel):
@@ -150,8 +187,12 @@ class LinearKernel(Kernel):
 
     name = "linear"
 
+    def from_inner_products(self, G: torch.Tensor, d: int) -> torch.Tensor:
+        """Kernel values from inner products ``G = x . z`` of ``d``-dimensional points."""
+        return G
+
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return X1 @ X2.T
+        return self.from_inner_products(X1 @ X2.T, X1.shape[1])
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
@@ -168,15 +209,17 @@ class PolynomialKernel(Kernel):
         self.gamma = None if gamma is None else check_positive(gamma, "gamma")
         self.coef0 = check_nonnegative(coef0, "coef0")
 
-    def _g(self, X: torch.Tensor) -> float:
-        return self.gamma if self.gamma is not None else 1.0 / X.shape[1]
+    def from_inner_products(self, G: torch.Tensor, d: int) -> torch.Tensor:
+        """Kernel values from inner products ``G = x . z`` of ``d``-dimensional points."""
+        gamma = self.gamma if self.gamma is not None else 1.0 / d
+        return (gamma * G + self.coef0) ** self.degree
 
     def _gram(self, X1: torch.Tensor, X2: torch.Tensor, *, same: bool) -> torch.Tensor:
-        return (self._g(X1) * (X1 @ X2.T) + self.coef0) ** self.degree
+        return self.from_inner_products(X1 @ X2.T, X1.shape[1])
 
     def diag(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2)
-        return (self._g(X) * (X * X).sum(dim=1) + self.coef0) ** self.degree
+        return self.from_inner_products((X * X).sum(dim=1), X.shape[1])
 
     def _repr_params(self) -> dict[str, object]:
         return {"degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}

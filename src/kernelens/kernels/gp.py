@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_positive
+from .._persist import PersistMixin
+from .._sklearn import (
+    DTYPES,
+    Constraint,
+    boolean,
+    choice,
+    memory_budget,
+    nonnegative,
+    optional,
+    positive,
+    wrap_like,
+)
 from ..linalg import jittered_cholesky
 from .base import Kernel
-from .registry import make_kernel
-from .sklearn_base import KernelEstimatorMixin, wrap_like
+from .registry import resolve_kernel
+from .sklearn_base import KERNEL_CONSTRAINTS, KernelEstimatorMixin
 
 __all__ = ["GaussianProcessRegressor"]
 
 
-class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
+class GaussianProcessRegressor(PersistMixin, RegressorMixin, KernelEstimatorMixin):
     """GP regression with covariance ``amplitude * k(x, z)`` and noise variance ``alpha``.
 
     Args:
         kernel: a kernel name, a :class:`~kernelens.kernels.Kernel`, or ``"precomputed"``.
-        bandwidth: kernel bandwidth (named kernels with one).
+        bandwidth: kernel bandwidth (None: 1.0 for named kernels with one, an instance's own;
+            see :func:`~kernelens.kernels.resolve_kernel`); the start of the search with
+            ``optimize``.
         amplitude: signal variance multiplying the kernel (> 0).
         alpha: noise variance added to the training Gram's diagonal (>= 0), as scikit-learn's.
         normalize_y: standardise targets (mean 0, variance 1) before fitting, as scikit-learn.
@@ -39,11 +52,22 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
             (summed over target columns, scikit-learn's convention).
     """
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **KERNEL_CONSTRAINTS,
+        "bandwidth": optional(positive),
+        "amplitude": positive,
+        "alpha": nonnegative,
+        "normalize_y": boolean,
+        "optimize": boolean,
+        "dtype": choice(DTYPES),
+        "memory_budget": memory_budget,
+    }
+
     def __init__(
         self,
         kernel: str | Kernel = "gaussian",
         *,
-        bandwidth: float = 1.0,
+        bandwidth: float | None = None,
         amplitude: float = 1.0,
         alpha: float = 1e-10,
         normalize_y: bool = False,
@@ -64,12 +88,16 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
 
     # -- core --------------------------------------------------------------------------------
     def _kernel_at(self, bandwidth: float | torch.Tensor) -> Kernel | None:
-        if self.kernel == "precomputed" or isinstance(self.kernel, Kernel):
+        if not self._has_bandwidth():
             return self._make_kernel()
-        params = dict(self.kernel_params or {})
-        if self._has_bandwidth():
-            params["bandwidth"] = bandwidth
-        return make_kernel(self.kernel, **params)
+        return resolve_kernel(self.kernel, bandwidth, self.kernel_params)
+
+    def _initial_bandwidth(self) -> float | None:
+        """The bandwidth before any optimisation (None for kernels without one)."""
+        k = self._make_kernel()
+        if k is None or not k.has_bandwidth:
+            return None
+        return k.bandwidth  # type: ignore[attr-defined]
 
     def _has_bandwidth(self) -> bool:
         k = self._make_kernel()
@@ -98,7 +126,7 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
         start = {
             "amplitude": self.amplitude,
             "alpha": max(self.alpha, 1e-8),
-            "bandwidth": self.bandwidth,
+            "bandwidth": self._initial_bandwidth(),
         }
         logs = {
             k: torch.tensor(math.log(start[k]), dtype=X.dtype, requires_grad=True) for k in names
@@ -107,7 +135,7 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
 
         def values() -> dict[str, Any]:
             v = {k: torch.exp(t) for k, t in logs.items()}
-            v.setdefault("bandwidth", self.bandwidth)
+            v.setdefault("bandwidth", self._initial_bandwidth())
             return v
 
         def closure() -> torch.Tensor:
@@ -125,11 +153,8 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
 
     def fit(self, X: Any, y: Any) -> GaussianProcessRegressor:
         """Fit on ``X [n, d]`` and ``y [n]`` or ``[n, k]``."""
+        self._validate_params()
         X, y = self._validate_X(X, reset=True, y=y, y_numeric=True, multi_output=True)
-        check_positive(self.amplitude, "amplitude")
-        self._check_regularisation(self.alpha, "alpha")
-        if self._has_bandwidth():
-            check_positive(self.bandwidth, "bandwidth")
         Y = y[:, None] if y.ndim == 1 else y
         if self.normalize_y:
             self._y_mean = Y.mean(axis=0)
@@ -144,7 +169,7 @@ class GaussianProcessRegressor(RegressorMixin, KernelEstimatorMixin):
             self.bandwidth_, self.amplitude_, self.alpha_ = self._optimise(Xt, Yt)
         else:
             self.bandwidth_, self.amplitude_, self.alpha_ = (
-                self.bandwidth,
+                self._initial_bandwidth(),
                 self.amplitude,
                 self.alpha,
             )

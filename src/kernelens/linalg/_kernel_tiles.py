@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._memory import element_size, tile_size
+from .._memory import element_size, tile_grid
 
 __all__ = ["KernelFn", "kernel_matmul"]
 
@@ -31,8 +31,7 @@ def kernel_matmul(
     """
     n1, n2 = X1.shape[0], X2.shape[0]
     itemsize = element_size(X1.dtype)
-    cols = tile_size(n2, GRAM_TEMPORARIES * itemsize, memory_budget)
-    rows = tile_size(n1, GRAM_TEMPORARIES * itemsize * cols, memory_budget)
+    rows, cols = tile_grid(n1, n2, GRAM_TEMPORARIES * itemsize, memory_budget)
     out = torch.empty(n1, V.shape[1], dtype=V.dtype, device=V.device)
     for r0 in range(0, n1, rows):
         xa = X1[r0 : r0 + rows]

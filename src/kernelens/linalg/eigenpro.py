@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -87,15 +88,28 @@ def _step_size(m: int, n: int, beta: float, lam: float) -> float:
     return 1.0 / (lam + f * max(beta - lam, 0.0) / m)
 
 
-def _residual(
-    kernel: KernelFn,
-    X: torch.Tensor,
-    alpha: torch.Tensor,
-    Y: torch.Tensor,
-    shift: float,
-    budget: int,
-) -> torch.Tensor:
-    return kernel_matmul(kernel, X, X, alpha, memory_budget=budget) + shift * alpha - Y
+class _Products:
+    """The products with ``K(X, X)`` an EigenPro epoch needs: rows ``K(X[idx], X) @ alpha`` per
+    mini-batch and the full ``K alpha`` for residuals; in-process tiles, or on the workers of a
+    Dask ``client`` (column tiles summed in a fixed order)."""
+
+    def __init__(self, kernel: KernelFn, X: torch.Tensor, budget: int, client: Any) -> None:
+        self.kernel, self.X, self.budget = kernel, X, budget
+        self.op = None
+        if client is not None:
+            from .kernel_solve import kernel_operator
+
+            self.op = kernel_operator(kernel, X, memory_budget=budget, client=client)
+
+    def rows(self, idx: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        if self.op is not None:
+            return self.op.rows_product(idx, alpha)
+        return kernel_matmul(self.kernel, self.X[idx], self.X, alpha, memory_budget=self.budget)
+
+    def full(self, alpha: torch.Tensor) -> torch.Tensor:
+        if self.op is not None:
+            return self.op.matmat(alpha)
+        return kernel_matmul(self.kernel, self.X, self.X, alpha, memory_budget=self.budget)
 
 
 def eigenpro_solve(
@@ -115,6 +129,7 @@ def eigenpro_solve(
     callback: Callable[[int, torch.Tensor, float], None] | None = None,
     warn: bool = True,
     show_progress: bool | None = None,
+    client: Any = None,
 ) -> EigenProResult:
     """Solve ``(K(X, X) + shift I) alpha = Y`` by the EigenPro iteration.
 
@@ -141,6 +156,9 @@ def eigenpro_solve(
         callback: ``callback(epoch, alpha, residual_estimate)`` after each epoch.
         warn: warn (:class:`ConvergenceWarning`) when ``tol`` was not reached.
         show_progress: progress bar over epochs (default: on a terminal).
+        client: a :class:`distributed.Client` (``kernel`` must then be a
+            :class:`kernelens.kernels.Kernel`): the mini-batch rows and the residual products
+            run on its workers; the small subsample products stay in-process.
 
     Returns:
         :class:`EigenProResult`.
@@ -166,6 +184,7 @@ def eigenpro_solve(
     budget = resolve_memory_budget(memory_budget)
     gen = make_generator(seed)
     dtype, device = X.dtype, X.device
+    products = _Products(kernel, X, budget, client)
 
     with torch.no_grad():
         # -- eigensystem of the subsample: covariance eigenvalues sigma_i / s ------------------
@@ -224,7 +243,7 @@ def eigenpro_solve(
             for b0 in range(0, n, m):
                 idx = order[b0 : b0 + m]
                 Xb = X[idx]
-                g = kernel_matmul(kernel, Xb, X, alpha, memory_budget=budget)
+                g = products.rows(idx, alpha)
                 g = g + shift * alpha[idx] - Ym[idx]
                 sq += (g**2).sum(dim=0)
                 step = eta / idx.numel()
@@ -253,14 +272,14 @@ def eigenpro_solve(
             if callback is not None:
                 callback(epoch, alpha, est)
             if est <= tol:
-                R = _residual(kernel, X, alpha, Ym, shift, budget)
+                R = products.full(alpha) + shift * alpha - Ym
                 final = R.norm(dim=0) / safe
                 if bool((final <= tol).all()):
                     converged = True
                     break
                 final = None
         if final is None:
-            R = _residual(kernel, X, alpha, Ym, shift, budget)
+            R = products.full(alpha) + shift * alpha - Ym
             final = R.norm(dim=0) / safe
         final = torch.where(ynorm > 0, final, torch.zeros_like(final))
 

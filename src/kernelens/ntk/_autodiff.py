@@ -6,19 +6,38 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 from torch.func import vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .._memory import element_size
 from .._progress import progress
 from ._model import ModelCall
+from ._probe import Observation
 
-__all__ = ["batched_grad", "jvp_products", "per_example_grads", "vjp_products"]
+__all__ = [
+    "ACTIVATION_LIVE",
+    "NTVPTiles",
+    "batched_grad",
+    "jvp_products",
+    "jvp_rows",
+    "ntvp_products",
+    "ntvp_tiles",
+    "padding_rows_as_autograd",
+    "per_example_grads",
+    "vjp_products",
+]
 
 _TRANSFORM_ERRORS = (RuntimeError, NotImplementedError, ValueError)
+#: Tensors of the size of the forward's largest allocation live at once per example and
+#: column in a vmapped backward or jvp (an op's input, output, their cotangents/tangents and
+#: the allocator's slack), measured on MLPs by tests/ntk/test_memory.py.
+ACTIVATION_LIVE = 10
 
 
 def _is_unsupported(exc: BaseException) -> bool:
@@ -159,11 +178,11 @@ def _per_example_loop(call, names, x, cot, where):
                 else cot[i].T.to(y.dtype)
             )
             grads = batched_grad(y, leaves, basis[:, None, :])
-        grads = [
-            g if g is not None else torch.zeros(basis.shape[0], *p.shape).to(p)
-            for g, p in zip(grads, leaves)
-        ]
-        js.append(torch.cat([g.reshape(basis.shape[0], -1) for g in grads], dim=1))
+        grads = {
+            n: g if g is not None else p.new_zeros(basis.shape[0], *p.shape)
+            for n, g, p in zip(names, grads, leaves)
+        }
+        js.append(_flat(grads, names, 1))
         outs.append(y.detach()[0])
     return torch.stack(outs), torch.stack(js)
 
@@ -171,7 +190,7 @@ def _per_example_loop(call, names, x, cot, where):
 def vjp_products(
     call: ModelCall,
     x: torch.Tensor,
-    cot: torch.Tensor,
+    cot: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
     *,
     values: Mapping[str, torch.Tensor] | None = None,
     names: Sequence[str] | None = None,
@@ -179,17 +198,19 @@ def vjp_products(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``J^T c`` summed over the batch, for ``cot [K, N, O]``: ``(f(x) [N, O],
     {name: [K, *shape]})`` for the parameters ``names`` (default all selected; one vmapped
-    backward pass)."""
+    backward pass). ``cot`` may be a function of ``f(x)`` returning the cotangents (to check
+    them against the output without a second forward)."""
     vals = dict(call.values if values is None else values)
     names = call.names if names is None else names
     leaves = {n: vals[n].detach().requires_grad_(True) for n in names}
     vals.update(leaves)
     with torch.enable_grad():
         y = call(x, vals, where=where)
-        grads = batched_grad(y, list(leaves.values()), cot.to(y.dtype))
+        c = cot(y.detach()) if callable(cot) else cot
+        grads = batched_grad(y, list(leaves.values()), c.to(y.dtype))
     out = {}
     for (name, leaf), g in zip(leaves.items(), grads):
-        out[name] = g if g is not None else leaf.new_zeros(cot.shape[0], *leaf.shape)
+        out[name] = g if g is not None else leaf.new_zeros(c.shape[0], *leaf.shape)
     return y.detach(), out
 
 
@@ -221,8 +242,108 @@ def jvp_products(
         return _jvp_one(f, primals, t)
 
     tan = {n: tangents[n].to(base[n].dtype) for n in names}
-    with math_attention():
+    with math_attention(), padding_rows_as_autograd(call.model):
         return _jvp_dispatch(f, single, primals, tan, batched)
+
+
+@contextlib.contextmanager
+def padding_rows_as_autograd(model: nn.Module) -> Iterator[None]:
+    """Make forward mode treat every ``Embedding(padding_idx=...)`` as autograd's backward
+    does: the lookup of a padding token carries no tangent (its row gets no gradient from
+    that layer), while the same weight used elsewhere (an output head tied to it) keeps its
+    full tangent. The primal values are unchanged."""
+
+    def hook(mod: nn.Embedding, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        keep = (args[0] != mod.padding_idx).unsqueeze(-1)
+        return torch.where(keep, out, out.detach())
+
+    hooks = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None
+    ]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@dataclass(frozen=True)
+class NTVPTiles:
+    """Tile sizes of NTK-vector products ``J_out (J_in^T V)`` within a memory budget.
+
+    Attributes:
+        columns: columns of ``V`` per block (vmapped together).
+        rows_in: examples of ``x_in`` per vjp (the tangents are summed over blocks).
+        rows_out: examples of ``x_out`` per jvp.
+    """
+
+    columns: int
+    rows_in: int
+    rows_out: int
+
+
+def ntvp_tiles(
+    call: ModelCall, p: int, obs: Observation, budget: float, *, columns: int, n_in: int, n_out: int
+) -> NTVPTiles:
+    """Tile sizes so that one block of NTK-vector products fits ``budget`` bytes.
+
+    A block of ``k`` columns holds its parameter tangents (``3 p`` numbers a column with
+    autograd's buffers); a vjp over ``r`` examples holds their saved activations (at most
+    all that one example's forward allocates) and ``k`` activation cotangents per example;
+    a jvp over ``r`` examples holds ``k`` tangents of the live activations per example and its
+    ``[k, r, O]`` output. Live activations per example and column:
+    ``max(ACTIVATION_LIVE * largest allocation, 2 * all allocations)`` of the probe forward."""
+    es = element_size(call.dtype)
+    act = max(ACTIVATION_LIVE * obs.largest_bytes, 2 * obs.example_bytes)
+    o = obs.outputs
+    col = 3 * es * p
+    k = int(max(1, min(columns, (budget / 2) // (col + act + 2 * es * o))))
+    rest = max(budget - k * col, budget / 2)
+    row_in = obs.example_bytes + k * (act + es * o)
+    row_out = act + k * (act + es * o)
+    rows_in = int(max(1, min(n_in, rest // row_in)))
+    rows_out = int(max(1, min(n_out, rest // row_out)))
+    return NTVPTiles(k, rows_in, rows_out)
+
+
+def ntvp_products(
+    call: ModelCall,
+    x_in: torch.Tensor,
+    V: torch.Tensor,
+    tiles: NTVPTiles,
+    *,
+    names: Sequence[str] | None = None,
+    where_in: str,
+) -> dict[str, torch.Tensor]:
+    """``J_in^T V`` for ``V [K, N_in, O]`` (``K <= tiles.columns``): parameter tangents
+    ``{name: [K, *shape]}``, summed over vjps of ``tiles.rows_in`` examples."""
+    total: dict[str, torch.Tensor] | None = None
+    for s in range(0, x_in.shape[0], tiles.rows_in):
+        rows = slice(s, s + tiles.rows_in)
+        _, t = vjp_products(call, x_in[rows], V[:, rows], names=names, where=where_in)
+        if total is None:
+            total = t
+        else:
+            for n, v in t.items():
+                total[n] += v
+    assert total is not None
+    return total
+
+
+def jvp_rows(
+    call: ModelCall,
+    x_out: torch.Tensor,
+    tangents: Mapping[str, torch.Tensor],
+    tiles: NTVPTiles,
+    *,
+    where_out: str,
+):
+    """``(rows, J_out[rows] t [K, r, O])`` for each block of ``tiles.rows_out`` examples."""
+    for s in range(0, x_out.shape[0], tiles.rows_out):
+        rows = slice(s, s + tiles.rows_out)
+        yield rows, jvp_products(call, x_out[rows], tangents, where=where_out, batched=True)[1]
 
 
 def _jvp_dispatch(f, single, primals, tan, batched):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules import module as nn_module
 
 from .factors import DenseBlock, OuterSite
 
@@ -479,6 +480,20 @@ _NORMS: tuple[type, ...] = (
 )
 
 
+def _plain_forward(module: nn.Module) -> bool:
+    """Whether ``module`` computes what its torch.nn class computes: its ``forward`` (and a
+    convolution's ``_conv_forward``) is the torch.nn class's own and no forward hook (of the
+    module or global) can change its output. A subclass that overrides ``forward`` is not
+    covered (its parameters use the exact per-example fallback)."""
+    base = next(c for c in type(module).__mro__ if c.__module__.startswith("torch.nn"))
+    if type(module).forward is not base.forward:
+        return False
+    conv = getattr(base, "_conv_forward", None)
+    if conv is not None and type(module)._conv_forward is not conv:
+        return False
+    return not (module._forward_hooks or nn_module._global_forward_hooks)
+
+
 def handler_for(name: str, module: nn.Module, param_names: dict[str, str]) -> LayerHandler | None:
     """The handler covering ``module``'s selected parameters, or None if not covered.
 
@@ -488,6 +503,8 @@ def handler_for(name: str, module: nn.Module, param_names: dict[str, str]) -> La
         param_names: attribute path (e.g. ``"weight"``, ``"out_proj.bias"``) -> selected
             canonical parameter name, for the parameters this module owns.
     """
+    if not _plain_forward(module):
+        return None
     if isinstance(module, nn.MultiheadAttention):
         cls: type[LayerHandler] = AttentionHandler
     elif isinstance(module, nn.Linear):

@@ -16,7 +16,24 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["ModelCall", "check_input", "flatten_output"]
+__all__ = [
+    "BatchCouplingError",
+    "ModelCall",
+    "RandomForwardError",
+    "check_input",
+    "flatten_output",
+    "select_output",
+]
+
+
+class BatchCouplingError(ValueError):
+    """The model's output for one example depends on the other examples of the batch, so
+    per-example gradients (and the NTK) are undefined."""
+
+
+class RandomForwardError(ValueError):
+    """The model's forward is random (two forwards of the same inputs differ), so its NTK is
+    not a fixed kernel."""
 
 
 def _check_batch_independent(model: nn.Module) -> None:
@@ -26,22 +43,73 @@ def _check_batch_independent(model: nn.Module) -> None:
         label = name or "<root>"
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             if mod.training or mod.running_mean is None:
-                raise ValueError(
+                raise BatchCouplingError(
                     f"module {label!r} ({type(mod).__name__}) normalises with batch statistics, "
                     "which couples the examples of a batch, so per-example gradients (and the "
                     "NTK) are undefined; call model.eval() first (and use "
                     "track_running_stats=True)."
                 )
         if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
-            raise ValueError(
+            raise RandomForwardError(
                 f"module {label!r} ({type(mod).__name__}) is in training mode, so the network "
                 "is random and its NTK is not a fixed kernel; call model.eval() first."
             )
         if isinstance(mod, nn.MultiheadAttention) and mod.training and mod.dropout > 0:
-            raise ValueError(
+            raise RandomForwardError(
                 f"module {label!r} (MultiheadAttention) applies attention dropout in training "
                 "mode; call model.eval() first."
             )
+
+
+class SelectOutput(nn.Module):
+    """``model`` whose output is one entry of what ``model`` returns (see
+    :func:`select_output`)."""
+
+    def __init__(self, model: nn.Module, key: str | int) -> None:
+        super().__init__()
+        self.model = model
+        self.key = key
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.model(*args, **kwargs)
+        key = self.key
+        try:
+            return out[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            if isinstance(key, str) and hasattr(out, key):
+                return getattr(out, key)
+            keys = list(out.keys()) if hasattr(out, "keys") else None
+            have = f"its keys are {keys}" if keys is not None else f"it is a {type(out).__name__}"
+            if isinstance(out, tuple | list):
+                have = f"it is a {type(out).__name__} of {len(out)} entries"
+            raise ValueError(
+                f"select_output could not take {key!r} from the model's output: {have}."
+            ) from exc
+
+    def extra_repr(self) -> str:
+        return f"key={self.key!r}"
+
+
+def select_output(model: nn.Module, key_or_index: str | int) -> nn.Module:
+    """Wrap a model whose forward returns a dict, a tuple or a HuggingFace-style
+    ``ModelOutput`` so that it returns the one tensor the NTK should use.
+
+    Args:
+        model: the model; it becomes the submodule ``model`` of the wrapper, so parameter
+            names gain the prefix ``"model."`` (``params=["model.lin.weight"]``).
+        key_or_index: a key (``"logits"``; an attribute name also works) or an index
+            (``0``) into the output.
+
+    Returns:
+        an ``nn.Module`` sharing ``model``'s parameters (no copy).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(key_or_index, str | int) or isinstance(key_or_index, bool):
+        raise TypeError(
+            f"key_or_index must be a key (str) or an index (int), got {key_or_index!r}."
+        )
+    return SelectOutput(model, key_or_index)
 
 
 def check_input(x: Any, name: str, *, finite: bool = True) -> torch.Tensor:
@@ -64,10 +132,11 @@ def flatten_output(y: Any, n: int, where: str) -> torch.Tensor:
     """Return the model output as ``[n, O]``: ``[n]`` becomes ``[n, 1]`` and ``[n, d1, d2, ...]``
     is flattened in C order to ``[n, d1 * d2 * ...]``."""
     if not isinstance(y, torch.Tensor):
+        hint = "'logits'" if isinstance(y, Mapping) or hasattr(y, "keys") else "0"
         raise TypeError(
             f"the model returned {type(y).__name__} on {where}; it must return one tensor "
-            "[N, O] or [N]. Wrap the model to select the output, e.g. "
-            "nn.Sequential(model, PickFirst()) or lambda-style wrapper module."
+            "[N, O] or [N]. Select the output you mean with kernelens.ntk.select_output, "
+            f"e.g. select_output(model, {hint}) (parameter names then start with 'model.')."
         )
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(

@@ -1,11 +1,12 @@
 """Planning: which parameters the structured method covers, how each layer's block is
 computed, and what it costs.
 
-A plan is made once per call from two tiny probe forwards (batches of 1 and 2 examples):
-they fix the example axis of every captured tensor, count the forward FLOPs, and check that
-the factors reproduce autograd's gradient (a parameter also used outside its module, e.g. a
-decoder that multiplies by ``embedding.weight`` directly, fails that check and moves to the
-per-example fallback, so results stay exact).
+Every call starts with the probe of :mod:`kernelens.ntk._probe` (three tiny forwards): it
+fixes the output count and the example axis of every captured tensor, counts the forward
+FLOPs and allocations, refuses batch-coupled or random models, and sees which parameters are
+used outside their modules (those layers move to the per-example fallback). A backstop then
+checks that the factors of the remaining layers reproduce autograd's gradient to round-off.
+Only that backstop and the factor shapes are cached, keyed on what the probe observed.
 """
 
 from __future__ import annotations
@@ -15,22 +16,39 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from .._memory import element_size, resolve_memory_budget
-from ._autodiff import batched_grad, per_example_grads, vjp_products
+from ._autodiff import ACTIVATION_LIVE, batched_grad, per_example_grads, vjp_products
 from ._layers import Capture, LayerHandler, handler_for
 from ._model import ModelCall
+from ._probe import Observation, examples_pair, observe
 from .factors import DenseBlock, Factors, OuterSite
 
-__all__ = ["FORMS", "METHODS", "GroupPlan", "NTKPlan", "Plan", "extract", "make_plan"]
+__all__ = [
+    "FORMS",
+    "METHODS",
+    "GroupPlan",
+    "Method",
+    "NTKPlan",
+    "Plan",
+    "Structure",
+    "extract",
+    "make_plan",
+    "probe_structure",
+]
 
-METHODS = ("auto", "structured", "jacobian", "ntvp")
+Method = Literal["auto", "structured", "jacobian", "ntvp"]
+METHODS: tuple[str, ...] = get_args(Method)
 #: Cost multiplier of the positions form (small-inner-dimension batched products) relative
 #: to the FLOPs of a large matrix product, measured on CPU (see docs/ntk.md).
 GEMM_PENALTY = 8.0
+#: Agreement of the factors with autograd's gradient that the backstop check requires, in units
+#: of the dtype's eps (round-off of two summation orders; a real difference is far larger).
+CHECK_ROUNDOFF = 1000.0
 FORMS = {
     "product": "Kronecker product of input and cotangent Grams (one position)",
     "positions": "Grams summed over positions (weights shared across positions)",
@@ -119,9 +137,23 @@ class NTKPlan:
     __repr__ = __str__
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Plan:
-    """Internal plan: the handlers, axes, fallback parameters and per-layer forms."""
+    """Internal plan: the handlers, axes, fallback parameters and per-layer forms.
+
+    Attributes:
+        call: the model call.
+        handlers, axes: covered layers and the example axis of their captured tensors.
+        fallback, fallback_form: uncovered parameters and how they are computed
+            (``"per-example"`` or ``"ntvp"``).
+        explicit: handlers whose sites are made explicit blocks.
+        observation: this call's probe (outputs O, FLOPs, allocation sizes).
+        example_bytes: bytes of one example's factors (kept).
+        extract_bytes: bytes one example costs while its factors are extracted (the kept
+            factors, the hooked forward and backward, blocks being formed).
+        pair_bytes: bytes per example pair of a kernel tile (the contraction's temporaries).
+        info: the public summary.
+    """
 
     call: ModelCall
     handlers: list[LayerHandler]
@@ -129,11 +161,15 @@ class Plan:
     fallback: tuple[str, ...]
     fallback_form: str
     explicit: set[str]
-    forward_flops: float
-    outputs: int
+    observation: Observation
     example_bytes: float
+    extract_bytes: float
     pair_bytes: float
-    info: NTKPlan | None = None
+    info: NTKPlan
+
+    @property
+    def outputs(self) -> int:
+        return self.observation.outputs
 
 
 # -- ownership and coverage ----------------------------------------------------------------
@@ -197,30 +233,20 @@ def _find_axes(shape1: torch.Size, shape2: torch.Size | None) -> int | None:
     return None
 
 
-def _probe_axes(call, handlers, x1, x2, where):
-    """Find the example axis of each handler call; drop handlers where it is ambiguous."""
-    xp1 = x1[:1]
-    xp2 = x1[:2] if x1.shape[0] >= 2 else (x2[:2] if x2 is not None and x2.shape[0] >= 2 else None)
-    cap1 = Capture(shapes_only=True)
-    with torch.no_grad():
-        y = _run_hooks(call, handlers, xp1, cap1, where=where)
-    cap2 = Capture(shapes_only=True)
-    if xp2 is not None:
-        with torch.no_grad():
-            _run_hooks(call, handlers, xp2, cap2, where=where)
+def _axes(handlers: list[LayerHandler], obs: Observation):
+    """The example axis of each handler call, from the probe's layouts; handlers where it is
+    ambiguous are dropped (their parameters use the fallback)."""
     axes, kept, dropped = {}, [], set()
     for h in handlers:
-        s1 = cap1.layouts.get(h.name, [])
-        s2 = cap2.layouts.get(h.name, []) if xp2 is not None else [None] * len(s1)
+        s1 = obs.layouts1.get(h.name, [])
+        s2 = [None] * len(s1) if obs.layouts2 is None else obs.layouts2.get(h.name, [])
         found = [_find_axes(a, b) for a, b in zip(s1, s2)] if len(s1) == len(s2) else [None]
         if all(a is not None and h.axis_ok(a, sh) for a, sh in zip(found, s1)):
             axes[h.name] = found
             kept.append(h)
         else:
             dropped |= set(h.roles.values())
-    covered = {n for h in handlers for n in h.roles.values()}
-    other = sum(call.values[n].numel() for n in call.names if n not in covered)
-    return kept, axes, dropped, cap1.flops + 2.0 * other, y.shape[1]
+    return kept, axes, dropped
 
 
 def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where):
@@ -243,14 +269,13 @@ def _chunk_parts(call: ModelCall, handlers, axes, x, cot, values, where):
     return y.detach(), parts, r
 
 
-def _check_handlers(call, handlers, axes, x, where) -> tuple[set[str], list]:
-    """Handlers whose factors disagree with autograd on a random cotangent (a parameter used
-    outside its module too), and the parts of that run (their shapes price the forms)."""
+def _check_handlers(call, handlers, axes, x, outputs: int, where) -> tuple[set[str], list]:
+    """Handlers whose factors disagree with autograd on a random cotangent beyond round-off,
+    and the parts of that run (their shapes price the forms). A backstop behind the
+    structural checks (plain forward, no hooks, no use outside the module)."""
     n = x.shape[0]
-    with torch.no_grad():
-        o = call(x, where=where).shape[1]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    c = torch.randn(n, o, 1, generator=gen, dtype=call.dtype).to(call.device)
+    c = torch.randn(n, outputs, 1, generator=gen, dtype=call.dtype).to(call.device)
     y, parts, r = _chunk_parts(call, handlers, axes, x, c, None, where)
     f = Factors(
         call.names,
@@ -263,12 +288,13 @@ def _check_handlers(call, handlers, axes, x, where) -> tuple[set[str], list]:
     )
     summed = f.combine(torch.ones(1, n, r, dtype=y.dtype, device=y.device))
     _, auto = vjp_products(call, x, c.permute(2, 0, 1), where=where)
-    eps = torch.finfo(call.dtype).eps
+    tol = CHECK_ROUNDOFF * torch.finfo(call.dtype).eps
     bad = set()
     for h in handlers:
         for nm in h.roles.values():
             got, want = summed[nm][0], auto[nm][0]
-            if float((got - want).norm()) > math.sqrt(eps) * 10 * (float(want.norm()) + eps):
+            scale = float(want.norm()) + float(got.norm())
+            if float((got - want).norm()) > tol * scale:
                 bad.add(h.name)
     return bad, parts
 
@@ -308,26 +334,44 @@ def _site_costs(
 
 
 @dataclass
-class _Structure:
-    """What a plan learns from the probes; depends on the model's structure, not on N."""
+class Structure:
+    """What a plan learns from the probes; depends on the model's structure, not on N.
 
+    Attributes:
+        observation: what this call's probe saw (never cached).
+        handlers, axes: the covered layers and the example axis of each captured tensor.
+        uncovered: selected parameters for the fallback.
+        sites: per handler, the shapes of its factor sites (price the forms).
+    """
+
+    observation: Observation
+    handlers: list[LayerHandler]
+    axes: dict[str, list[int]]
+    uncovered: frozenset[str]
+    sites: dict[str, list[tuple[int, int, int, int, bool, bool]]]  # t, g, o, din, bias, index
+
+    @property
+    def outputs(self) -> int:
+        return self.observation.outputs
+
+
+@dataclass
+class _Cached:
     model: weakref.ref
     handlers: list[LayerHandler]
     axes: dict[str, list[int]]
     uncovered: frozenset[str]
-    forward_flops: float
-    outputs: int
-    sites: dict[str, list[tuple[int, int, int, int, bool, bool]]]  # t, g, o, din, bias, index
+    sites: dict[str, list[tuple[int, int, int, int, bool, bool]]]
 
 
-_CACHE: OrderedDict[tuple, _Structure] = OrderedDict()
+_CACHE: OrderedDict[tuple, _Cached] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def _fingerprint(call: ModelCall, x1, x2, use_handlers: bool) -> tuple:
-    pair = x1.shape[0] >= 2 or (x2 is not None and x2.shape[0] >= 2)
+def _fingerprint(call: ModelCall, x1, use_handlers: bool, handlers, obs: Observation) -> tuple:
     mods = tuple((n, id(m), type(m).__name__) for n, m in call.model.named_modules())
     params = tuple((n, tuple(p.shape)) for n, p in call.model.named_parameters())
+    cover = tuple((h.name, tuple(sorted(h.roles.items()))) for h in handlers)
     return (
         id(call.model),
         mods,
@@ -337,23 +381,44 @@ def _fingerprint(call: ModelCall, x1, x2, use_handlers: bool) -> tuple:
         x1.dtype,
         call.dtype,
         str(call.device),
-        pair,
         use_handlers,
+        cover,
+        obs.key(),
     )
 
 
-def _structure(call: ModelCall, x1, x2, use_handlers: bool, where: str) -> _Structure:
-    key = _fingerprint(call, x1, x2, use_handlers)
+def probe_structure(
+    call: ModelCall, x1: torch.Tensor, x2: torch.Tensor | None, *, method: str, where: str
+) -> Structure:
+    """Probe the model (every call: :func:`~kernelens.ntk._probe.observe`) and decide which
+    parameters the structured method covers. Only the numerical backstop check and the site
+    shapes are cached, keyed on everything the probe observed.
+
+    Raises:
+        RandomForwardError, BatchCouplingError: from the probe.
+    """
+    use_handlers = method in ("auto", "structured")
+    handlers, uncovered = _coverage(call.model, call.names) if use_handlers else ([], set())
+    obs = observe(call, handlers, x1, x2, where)
+    key = _fingerprint(call, x1, use_handlers, handlers, obs)
     hit = _CACHE.get(key)
     if hit is not None and hit.model() is call.model:
         _CACHE.move_to_end(key)
-        return hit
-    handlers, uncovered = _coverage(call.model, call.names) if use_handlers else ([], set())
-    handlers, axes, dropped, fwd_flops, n_out = _probe_axes(call, handlers, x1, x2, where)
+        return Structure(obs, hit.handlers, hit.axes, hit.uncovered, hit.sites)
+    handlers, axes, dropped = _axes(handlers, obs)
     uncovered |= dropped
+    # a parameter used outside its module: that module's whole block goes to the fallback
+    outside = {h.name for h in handlers if set(h.roles.values()) & obs.outside}
     sites: dict[str, list] = {}
     if handlers:
-        bad, parts = _check_handlers(call, handlers, axes, x1[:2], where)
+        pair = examples_pair(x1, x2)
+        kept = [h for h in handlers if h.name not in outside]
+        bad, parts = (
+            _check_handlers(call, kept, axes, x1[:1] if pair is None else pair, obs.outputs, where)
+            if kept
+            else (set(), [])
+        )
+        bad |= outside
         for h in handlers:
             if h.name in bad:
                 uncovered |= set(h.roles.values())
@@ -366,13 +431,11 @@ def _structure(call: ModelCall, x1, x2, use_handlers: bool, where: str) -> _Stru
                 )
     if not use_handlers:
         uncovered = set(call.names)
-    out = _Structure(
-        weakref.ref(call.model), handlers, axes, frozenset(uncovered), fwd_flops, n_out, sites
-    )
-    _CACHE[key] = out
+    cached = _Cached(weakref.ref(call.model), handlers, axes, frozenset(uncovered), sites)
+    _CACHE[key] = cached
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-    return out
+    return Structure(obs, handlers, axes, cached.uncovered, sites)
 
 
 def make_plan(
@@ -385,20 +448,23 @@ def make_plan(
     memory_budget: int | None,
     r: int | None = None,
     where: str = "x1",
+    structure: Structure | None = None,
 ) -> Plan:
-    """Plan an NTK / factor computation for ``call`` on ``x1`` (and ``x2``)."""
+    """Plan an NTK / factor computation for ``call`` on ``x1`` (and ``x2``); ``structure``
+    is this call's :func:`probe_structure` when the caller already ran it."""
     budget = resolve_memory_budget(memory_budget)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     use_handlers = method in ("auto", "structured")
-    st = _structure(call, x1, x2, use_handlers, where)
-    handlers, fwd_flops, n_out = st.handlers, st.forward_flops, st.outputs
+    st = structure or probe_structure(call, x1, x2, method=method, where=where)
+    handlers, fwd_flops, n_out = st.handlers, st.observation.flops, st.outputs
     r = n_out if r is None else r
     rr = r * r if output == "full" else r
     es = element_size(call.dtype)
     groups: list[GroupPlan] = []
     explicit: set[str] = set()
-    ex_bytes, pair_bytes = 0.0, es * rr
+    # bytes per example kept (the factors) and passing through one extraction; bytes per pair
+    keep, work, pair_bytes = 0.0, 0.0, 0.0
     owners: dict[str, int] = {}
     for h in handlers:
         for nm in h.roles.values():
@@ -417,7 +483,8 @@ def make_plan(
                     h.name, kind, tuple(h.roles.values()), "explicit", flops, es * r * p * (n1 + n2)
                 )
             )
-            ex_bytes += es * r * p
+            keep += es * r * p
+            work += 2 * es * r * p
             continue
         costs = [_site_costs(s, n2, r, output, es) for s in sites]
         forms = {k: tuple(sum(c[k][i] for c in costs) for i in range(3)) for k in costs[0]}
@@ -440,7 +507,9 @@ def make_plan(
                 {k: v[0] * n1 * n2 for k, v in forms.items()},
             )
         )
-        ex_bytes += b_ex
+        raw = forms[fact][2]  # the sites as captured, before any block is formed
+        keep += b_ex
+        work += 2 * raw + (2 * b_ex if choice == "explicit" else 0.0)
         pair_bytes = max(pair_bytes, b_pair)
     fallback = tuple(n for n in call.names if n in st.uncovered)
     fallback_form = "per-example"
@@ -464,22 +533,27 @@ def make_plan(
             )
         )
         if fallback_form == "per-example":
-            ex_bytes += es * r * p
-    # outputs, the cotangent basis and autograd's buffers: about twice the factors
-    ex_bytes = 2 * ex_bytes + es * r * max(n_out, 1)
+            keep += es * r * p
+            work += 2 * es * r * p
+    # the hooked forward's saved activations, the batched backward's live cotangents (R
+    # columns), the cotangent basis and the outputs
+    obs = st.observation
+    work += obs.example_bytes + r * ACTIVATION_LIVE * obs.largest_bytes + es * r * (n_out + 1)
+    # a tile: the result block, its mirror and the contraction's operands of the same size
+    pair_bytes += 3 * es * rr + es
     info = NTKPlan(groups, n1, n2, n_out, output, fwd_flops, budget)
     return Plan(
-        call,
-        handlers,
-        st.axes,
-        fallback,
-        fallback_form,
-        explicit,
-        fwd_flops,
-        n_out,
-        ex_bytes,
-        pair_bytes,
-        info,
+        call=call,
+        handlers=handlers,
+        axes=st.axes,
+        fallback=fallback,
+        fallback_form=fallback_form,
+        explicit=explicit,
+        observation=st.observation,
+        example_bytes=keep,
+        extract_bytes=keep + work,
+        pair_bytes=pair_bytes,
+        info=info,
     )
 
 
@@ -511,7 +585,7 @@ def extract(
     f = Factors(call.names, call.shapes, sites, blocks, y.detach(), n, r)
     explicit_names = {nm for s in sites if s.key[0] in plan.explicit for nm in s.names}
     if explicit_names:
-        f._densify(explicit_names)
+        f.densify(explicit_names)
     _resolve_ties(f)
     return f
 
@@ -528,4 +602,4 @@ def _resolve_ties(f: Factors) -> None:
     in_blocks = {nm for b in f.blocks for nm in b.names}
     shared |= {nm for s in f.sites for nm in s.names if nm in in_blocks}
     if shared:
-        f._densify(shared)
+        f.densify(shared)

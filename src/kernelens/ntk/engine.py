@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from .._memory import element_size, resolve_memory_budget, tile_size
+from .._memory import resolve_memory_budget, tile_size
 from .._progress import progress
 from .._validation import check_choice
-from ._autodiff import jvp_products, vjp_products
+from ._autodiff import jvp_products, jvp_rows, ntvp_products, ntvp_tiles, vjp_products
 from ._model import ModelCall, check_input
-from ._plan import METHODS, NTKPlan, Plan, extract, make_plan
-from .factors import OUTPUT_MODES, DenseBlock, Factors, OuterSite, contract
+from ._plan import METHODS, Method, NTKPlan, Plan, extract, make_plan, probe_structure
+from ._probe import Observation
+from .factors import OUTPUT_MODES, DenseBlock, Factors, OuterSite, Output, contract
 
 __all__ = ["empirical_ntk", "explain", "jacobian_factors", "jvp", "vjp"]
 
 Params = Sequence[str | nn.Parameter] | None
+FactorMethod = Literal["auto", "structured", "jacobian"]
+FACTOR_METHODS: tuple[str, ...] = get_args(FactorMethod)
 Weights = Mapping[str, torch.Tensor] | None
 
 
@@ -69,36 +73,49 @@ def _check_cotangents(c: torch.Tensor | None, n: int, o: int, call: ModelCall) -
     return c.to(dtype=call.dtype, device=call.device)
 
 
-def _cat(parts: list[Factors]) -> Factors:
-    """Concatenate factors of consecutive chunks of examples."""
-    if len(parts) == 1:
-        return parts[0]
-    f0 = parts[0]
-    sites = []
-    for i, s in enumerate(f0.sites):
-        cot = torch.cat([p.sites[i].cot for p in parts])
-        inp = torch.cat([p.sites[i].inp for p in parts])
-        sites.append(OuterSite(**{**s.__dict__, "cot": cot, "inp": inp}))
-    blocks = [
-        DenseBlock(b.names, b.shapes, torch.cat([p.blocks[i].J for p in parts]))
-        for i, b in enumerate(f0.blocks)
-    ]
-    outputs = torch.cat([p.outputs for p in parts])
-    return Factors(f0.names, f0.shapes, sites, blocks, outputs, outputs.shape[0], f0.r)
+class _Gather:
+    """Factors of consecutive chunks of examples written into buffers for all ``n`` examples
+    (allocated at the first chunk), so that the chunks never exist twice."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.start, self.out = n, 0, None
+
+    def add(self, f: Factors) -> None:
+        if self.out is None:
+            if f.n == self.n:
+                self.out = f
+                return
+
+            def full(t: torch.Tensor) -> torch.Tensor:
+                return t.new_empty(self.n, *t.shape[1:])
+
+            sites = [
+                OuterSite(**{**s.__dict__, "cot": full(s.cot), "inp": full(s.inp)}) for s in f.sites
+            ]
+            blocks = [DenseBlock(b.names, b.shapes, full(b.J)) for b in f.blocks]
+            self.out = Factors(f.names, f.shapes, sites, blocks, full(f.outputs), self.n, f.r)
+        rows = slice(self.start, self.start + f.n)
+        for mine, s in zip(self.out.sites, f.sites):
+            mine.cot[rows] = s.cot
+            mine.inp[rows] = s.inp
+        for mine, b in zip(self.out.blocks, f.blocks):
+            mine.J[rows] = b.J
+        self.out.outputs[rows] = f.outputs
+        self.start += f.n
 
 
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(s, min(n, s + size)) for s in range(0, n, size)]
 
 
-def _extract_all(plan: Plan, x: torch.Tensor, cot, budget: int, where: str, desc: str) -> Factors:
-    size = tile_size(x.shape[0], int(plan.example_bytes) + 1, budget // 2)
-    chunks = _chunks(x.shape[0], size)
-    parts = [
-        extract(plan, x[c], None if cot is None else cot[c], where=where)
-        for c in progress(chunks, desc=desc)
-    ]
-    return _cat(parts)
+def _extract_all(plan: Plan, x: torch.Tensor, cot, budget: float, where: str, desc: str) -> Factors:
+    """Factors of all of ``x``; the chunks' extraction fits ``budget`` (the result is the
+    caller's: it is not counted)."""
+    size = tile_size(x.shape[0], int(plan.extract_bytes) + 1, budget)
+    gather = _Gather(x.shape[0])
+    for c in progress(_chunks(x.shape[0], size), desc=desc):
+        gather.add(extract(plan, x[c], None if cot is None else cot[c], where=where))
+    return gather.out
 
 
 def jacobian_factors(
@@ -108,7 +125,7 @@ def jacobian_factors(
     weights: Weights = None,
     params: Params = None,
     cotangents: torch.Tensor | None = None,
-    method: str = "auto",
+    method: FactorMethod = "auto",
     memory_budget: int | float | None = None,
 ) -> Factors:
     """Factors of the per-example gradients ``g[i, r] = sum_a c[i, a, r] d f_a(x_i)/d theta``.
@@ -125,16 +142,23 @@ def jacobian_factors(
     Returns:
         :class:`~kernelens.ntk.Factors` with ``n = N``, ``r = R``.
     """
-    check_choice(method, "method", ("auto", "structured", "jacobian"))
+    check_choice(method, "method", FACTOR_METHODS)
     call = ModelCall(model, params=params, weights=weights)
     x = check_input(x, "x")
     budget = resolve_memory_budget(memory_budget)
-    with torch.no_grad():
-        o = call(x[:1], where="x").shape[1]
-    cot = _check_cotangents(cotangents, x.shape[0], o, call)
-    r = o if cot is None else cot.shape[2]
+    st = probe_structure(call, x, None, method=method, where="x")
+    cot = _check_cotangents(cotangents, x.shape[0], st.outputs, call)
+    r = st.outputs if cot is None else cot.shape[2]
     plan = make_plan(
-        call, x, None, method=method, output="full", memory_budget=budget, r=r, where="x"
+        call,
+        x,
+        None,
+        method=method,
+        output="full",
+        memory_budget=budget,
+        r=r,
+        where="x",
+        structure=st,
     )
     return _extract_all(plan, x, cot, budget, "x", "NTK factors")
 
@@ -144,8 +168,8 @@ def explain(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,
     *,
-    method: str = "auto",
-    output: str = "full",
+    method: Method = "auto",
+    output: Output = "full",
     params: Params = None,
     memory_budget: int | float | None = None,
     weights: Weights = None,
@@ -181,11 +205,12 @@ def empirical_ntk(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,
     *,
-    method: str = "auto",
-    output: str = "full",
+    method: Method = "auto",
+    output: Output = "full",
     params: Params = None,
     memory_budget: int | float | None = None,
     weights: Weights = None,
+    client: Any = None,
 ) -> torch.Tensor:
     """The empirical neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -195,7 +220,9 @@ def empirical_ntk(
     Args:
         model: ``nn.Module`` mapping a batch ``[N, ...]`` to ``[N, O]``; ``[N]`` means O = 1 and
             ``[N, d1, d2, ...]`` is flattened in C order to O = d1 * d2 * .... It must treat
-            examples independently (BatchNorm in eval mode, no active dropout).
+            examples independently and be deterministic (BatchNorm in eval mode, no active
+            dropout); every call probes this (see Raises). Dict or tuple outputs: wrap the
+            model with :func:`~kernelens.ntk.select_output`.
         x1: inputs ``[N1, ...]`` (float, or integer token ids).
         x2: inputs ``[N2, ...]``; None means x1 (only one triangle is computed).
         method: ``"auto"`` (per layer by a FLOP/memory estimate), ``"structured"`` (per-layer
@@ -208,9 +235,17 @@ def empirical_ntk(
         memory_budget: bytes for the working set (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET); the
             result itself is not counted.
         weights: parameter values to use instead of the module's (name -> tensor, partial).
+        client: a :class:`distributed.Client`: the kernel's example blocks are computed on its
+            workers (:func:`kernelens.distributed.distributed_empirical_ntk`; the model and the
+            inputs are checked here first, and ``memory_budget`` applies per worker). None
+            computes in-process.
 
     Returns:
         The kernel in the dtype and device of the model's parameters.
+
+    Raises:
+        BatchCouplingError: ``f(x[:1])`` differs from ``f(x[:2])[:1]`` beyond round-off.
+        RandomForwardError: two forwards of the same inputs differ.
     """
     check_choice(method, "method", METHODS)
     check_choice(output, "output", OUTPUT_MODES)
@@ -218,6 +253,21 @@ def empirical_ntk(
     x1, x2 = _check_inputs(x1, x2)
     budget = resolve_memory_budget(memory_budget)
     plan = make_plan(call, x1, x2, method=method, output=output, memory_budget=budget)
+    if client is not None:
+        from ..distributed import distributed_empirical_ntk
+
+        return distributed_empirical_ntk(
+            model,
+            x1,
+            x2,
+            client=client,
+            outputs=plan.outputs,
+            method=method,
+            output=output,
+            params=params,
+            weights=weights,
+            memory_budget=budget,
+        )
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     result = torch.zeros(
@@ -226,18 +276,19 @@ def empirical_ntk(
     if plan.handlers or (plan.fallback and plan.fallback_form == "per-example"):
         _factor_ntk(plan, x1, x2, output, budget, result)
     if plan.fallback and plan.fallback_form == "ntvp":
-        result += ntvp_ntk(call, x1, x2, output, plan.fallback, budget)
+        _ntvp_ntk(call, x1, x2, output, plan.fallback, budget, plan.observation, result)
     return result
 
 
 def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    e, q = plan.example_bytes, plan.pair_bytes
+    keep, e, q = plan.example_bytes, plan.extract_bytes, plan.pair_bytes
     sym = x2 is None
-    if (n1 + (0 if sym else n2)) * e <= budget / 2:
-        f1 = _extract_all(plan, x1, None, budget, "x1", "NTK factors x1")
-        f2 = f1 if sym else _extract_all(plan, x2, None, budget, "x2", "NTK factors x2")
+    kept = (n1 + (0 if sym else n2)) * keep
+    if kept + e <= budget / 2:  # keep every factor; extract within the rest of that half
+        f1 = _extract_all(plan, x1, None, budget / 2 - kept, "x1", "NTK factors x1")
+        f2 = f1 if sym else _extract_all(plan, x2, None, budget / 2 - kept, "x2", "NTK factors x2")
         b = max(1, int(math.sqrt(budget / 2 / q)))
         rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
 
@@ -247,7 +298,7 @@ def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
         def get2(c):
             return f2.rows(c)
 
-    else:
+    else:  # per tile: the kept rows of x1, one extraction of x2's rows, the tile
         b = max(1, int((-2 * e + math.sqrt(4 * e * e + 4 * q * budget)) / (2 * q)))
         rows1, rows2 = _chunks(n1, b), _chunks(n2, b)
         xx2 = x1 if sym else x2
@@ -272,40 +323,38 @@ def _factor_ntk(plan, x1, x2, output, budget, result) -> None:
             result[rows2[j], rows1[i]] += _mirror(tile, output)
 
 
-def ntvp_ntk(
+def _ntvp_ntk(
     call: ModelCall,
     x1: torch.Tensor,
     x2: torch.Tensor | None,
     output: str,
     names: Sequence[str],
     budget: int,
-) -> torch.Tensor:
-    """The NTK block of ``names`` by NTK-vector products: for each column (j, b),
-    ``J1 (J2^T e_jb)`` (one vjp on x2, one jvp on x1), vmapped over column chunks."""
+    obs: Observation,
+    out: torch.Tensor,
+) -> None:
+    """Add the NTK block of ``names`` to ``out`` by NTK-vector products: for each column (j, b),
+    ``J1 (J2^T e_jb)``, vmapped over blocks of columns; the vjp runs on the examples of x2
+    the block's columns belong to, the jvp on tiles of x1 (:func:`ntvp_tiles`)."""
     xx2 = x1 if x2 is None else x2
-    n1, n2 = x1.shape[0], xx2.shape[0]
-    with torch.no_grad():
-        o = call(x1[:1], where="x1").shape[1]
-    es = element_size(call.dtype)
+    n1, n2, o = x1.shape[0], xx2.shape[0], obs.outputs
     p = sum(math.prod(call.shapes[n]) for n in names)
-    per_col = es * (3 * p + 4 * (n1 + n2) * o) + 1
-    k = tile_size(n2 * o, per_col, budget)
-    out = torch.zeros(_result_shape(output, n1, n2, o), dtype=call.dtype, device=call.device)
-    cols = torch.arange(n2 * o, device=call.device)
-    for c in progress(_chunks(n2 * o, k), desc="NTK-vector products"):
-        idx = cols[c]
-        basis = torch.zeros(idx.numel(), n2, o, dtype=call.dtype, device=call.device)
-        basis[torch.arange(idx.numel()), idx // o, idx % o] = 1
-        _, tangents = vjp_products(call, xx2, basis, names=names, where="x2")
-        _, jv = jvp_products(call, x1, tangents, where="x1", batched=True)  # [k, N1, O]
-        js, bs = idx // o, idx % o
-        if output == "full":
-            out[:, js, :, bs] = jv  # advanced indices apart: the indexed view is [k, N1, O]
-        elif output == "diagonal":
-            out[:, js, bs] = jv[torch.arange(idx.numel()), :, bs].T
-        else:
-            out.index_add_(1, js, jv[torch.arange(idx.numel()), :, bs].T)
-    return out
+    tiles = ntvp_tiles(call, p, obs, budget, columns=n2 * o, n_in=n2, n_out=n1)
+    for c in progress(_chunks(n2 * o, tiles.columns), desc="NTK-vector products"):
+        idx = torch.arange(c.start, c.stop, device=call.device)
+        j0, j1 = c.start // o, (c.stop - 1) // o + 1  # the examples of x2 these columns cover
+        js, bs, cols = idx // o, idx % o, torch.arange(idx.numel(), device=call.device)
+        basis = torch.zeros(idx.numel(), j1 - j0, o, dtype=call.dtype, device=call.device)
+        basis[cols, js - j0, bs] = 1
+        tangents = ntvp_products(call, xx2[j0:j1], basis, tiles, names=names, where_in="x2")
+        del basis
+        for rows, jv in jvp_rows(call, x1, tangents, tiles, where_out="x1"):  # [k, r, O]
+            if output == "full":
+                out[rows, js, :, bs] += jv  # advanced indices apart: the view is [k, r, O]
+            elif output == "diagonal":
+                out[rows, js, bs] += jv[cols, :, bs].T
+            else:
+                out[rows].index_add_(1, js, jv[cols, :, bs].T)
 
 
 def vjp(
@@ -320,10 +369,12 @@ def vjp(
     ``{name: [K, *shape]}`` for ``[N, O, K]`` (one backward pass, vmapped over K)."""
     call = ModelCall(model, params=params, weights=weights)
     x = check_input(x, "x")
-    with torch.no_grad():
-        o = call(x[:1], where="x").shape[1]
-    c = _check_cotangents(cotangents, x.shape[0], o, call)
-    _, out = vjp_products(call, x, c.permute(2, 0, 1), where="x")
+
+    def columns(y: torch.Tensor) -> torch.Tensor:
+        c = _check_cotangents(cotangents, x.shape[0], y.shape[1], call)
+        return c.permute(2, 0, 1)
+
+    _, out = vjp_products(call, x, columns, where="x")
     if cotangents.ndim == 2:
         return {n: v[0] for n, v in out.items()}
     return out
@@ -337,8 +388,10 @@ def jvp(
     weights: Weights = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x) [N, O], J t [N, O])`` for a parameter tangent ``t = {name: [*shape]}`` (names
-    not given have zero tangent); forward-mode AD, one pass. As in autograd's backward, an
-    Embedding's ``padding_idx`` row counts as having no gradient."""
+    not given have zero tangent); forward-mode AD, one pass. ``J`` is the Jacobian whose
+    transpose autograd's backward computes (:func:`vjp`): an Embedding's ``padding_idx`` row
+    gets no tangent through that Embedding's lookup, but does wherever the same (tied)
+    weight is used elsewhere."""
     if not isinstance(tangents, Mapping) or not tangents:
         raise TypeError("tangents must be a non-empty mapping {parameter name: tensor}.")
     call = ModelCall(model, params=list(tangents), weights=weights)
@@ -349,15 +402,4 @@ def jvp(
                 f"tangents[{n!r}] has shape {tuple(t.shape)}, expected the parameter's shape "
                 f"{tuple(call.shapes[n])}."
             )
-    # autograd gives an Embedding's padding_idx row no gradient (it is never trained); the
-    # tangent along that row is dropped so that jvp is the transpose of vjp
-    tangents = dict(tangents)
-    canon = {id(p): n for n, p in model.named_parameters()}
-    for mod in model.modules():
-        if isinstance(mod, nn.Embedding) and mod.padding_idx is not None:
-            name = canon.get(id(mod.weight))
-            if name in tangents:
-                t = tangents[name].clone()
-                t[mod.padding_idx] = 0
-                tangents[name] = t
     return jvp_products(call, x, tangents, where="x")

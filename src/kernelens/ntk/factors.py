@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import torch
 
-__all__ = ["DenseBlock", "Factors", "OuterSite", "contract", "dense_dot"]
+__all__ = ["OUTPUT_MODES", "DenseBlock", "Factors", "OuterSite", "Output", "contract", "dense_dot"]
 
-OUTPUT_MODES = ("full", "diagonal", "trace")
+Output = Literal["full", "diagonal", "trace"]
+OUTPUT_MODES: tuple[str, ...] = get_args(Output)
 Scale = float | torch.Tensor
 
 
@@ -194,26 +196,13 @@ class Factors:
         return out
 
     def to_dense_dict(self) -> dict[str, torch.Tensor]:
-        """Explicit gradients: name -> ``[N, R, *shape]`` (zeros where a parameter is unused)."""
-        dense: dict[str, torch.Tensor] = {}
-        for site in self.sites:
-            for name, part in site.dense_parts().items():
-                is_w = name == site.weight
-                _place(
-                    dense,
-                    name,
-                    part,
-                    site.w_index if is_w else site.b_index,
-                    self.shapes[name],
-                )
-        for block in self.blocks:
-            for name, sl in block.offsets().items():
-                part = block.J[:, :, sl].reshape(self.n, self.r, *self.shapes[name])
-                _place(dense, name, part, None, self.shapes[name])
-        for name in self.names:
-            if name not in dense:
-                dense[name] = self.outputs.new_zeros(self.n, self.r, *self.shapes[name])
-        return {name: dense[name] for name in self.names}
+        """Explicit gradients: name -> ``[N, R, *shape]`` (zeros where a parameter is unused);
+        views of :meth:`to_dense`."""
+        J = self.to_dense()
+        return {
+            name: J[:, :, sl].reshape(self.n, self.r, *self.shapes[name])
+            for name, sl in self.param_slices.items()
+        }
 
     def to_dense(self) -> torch.Tensor:
         """Explicit gradients ``[N, R, P]``, parameters flattened in ``param_slices`` order."""
@@ -277,7 +266,7 @@ class Factors:
                     f"{tuple(self.shapes[name])}, got shape {tuple(s.shape)}."
                 )
             if elementwise:
-                self._densify({name})
+                self.densify({name})
             for site in self.sites:
                 if site.weight == name:
                     site.w_scale = site.w_scale * s
@@ -291,8 +280,10 @@ class Factors:
                     block.J[:, :, sl] *= factor
         return self
 
-    def _densify(self, names: set[str]) -> None:
-        """Replace every site touching ``names`` (and the blocks sharing them) by one block."""
+    def densify(self, names: set[str] | Sequence[str]) -> Factors:
+        """Replace every site touching ``names`` (and the parts sharing parameters with
+        them) by one explicit :class:`DenseBlock`, in place; returns ``self``. The gradients
+        are unchanged; only their representation becomes explicit."""
         touched = set(names)
         changed = True
         while changed:
@@ -305,12 +296,13 @@ class Factors:
         sites = [s for s in self.sites if set(s.names) & touched]
         blocks = [b for b in self.blocks if set(b.names) & touched]
         if not sites and len(blocks) == 1 and set(blocks[0].names) == touched:
-            return
+            return self
         ordered = tuple(n for n in self.names if n in touched)
         J = _fill_dense(self, ordered, sites, blocks)
         self.sites = [s for s in self.sites if s not in sites]
         self.blocks = [b for b in self.blocks if b not in blocks]
         self.blocks.append(DenseBlock(ordered, tuple(self.shapes[n] for n in ordered), J))
+        return self
 
 
 def _fill_dense(

@@ -1,6 +1,7 @@
-"""Reports: render experiment Results to self-contained HTML and Markdown."""
+"""Reports: render experiment Results to HTML, Markdown and JSON (one writer each)."""
 
-from .render import ReportEntry, write_report
+from .entry import ReportEntry
 from .runner import run_entries
+from .write import check_out_dir, write_report
 
-__all__ = ["ReportEntry", "run_entries", "write_report"]
+__all__ = ["ReportEntry", "check_out_dir", "run_entries", "write_report"]

@@ -8,11 +8,18 @@ gradient outer product (AGOP) of their own predictor (Radhakrishnan et al., Scie
 """
 
 from .agop import agop
-from .estimators import AGOPVanishedWarning, RFMClassifier, RFMRegressor, fit_temperature
+from .estimators import (
+    AGOPVanishedWarning,
+    EarlyStoppingWarning,
+    RFMClassifier,
+    RFMRegressor,
+    fit_temperature,
+)
 from .machine import KernelMachine
 
 __all__ = [
     "AGOPVanishedWarning",
+    "EarlyStoppingWarning",
     "KernelMachine",
     "RFMClassifier",
     "RFMRegressor",

@@ -23,12 +23,16 @@ of the cone at its apex (0). The Gaussian kernel has no singularity; for product
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from .._memory import element_size, tile_size
-from ..kernels.distances import euclidean_distances, squared_distances
+from .._validation import check_choice
+from ..kernels import resolve_kernel
+from ..kernels.classic import _StationaryKernel
 
-__all__ = ["GRADIENT_KERNELS", "ZERO_DISTANCE", "machine_gradients"]
+__all__ = ["GRADIENT_KERNELS", "ZERO_DISTANCE", "base_kernel", "machine_gradients"]
 
 #: Kernels with closed-form gradients.
 GRADIENT_KERNELS = ("laplace", "gaussian", "product_laplace")
@@ -36,18 +40,15 @@ GRADIENT_KERNELS = ("laplace", "gaussian", "product_laplace")
 ZERO_DISTANCE = 1e-10
 
 
-def distances(kind: str, Uq: torch.Tensor, Uc: torch.Tensor, *, same: bool = False) -> torch.Tensor:
-    """What the radial kernel ``kind`` depends on: ``||u - v||`` (Laplace) or ``||u - v||^2``
-    (Gaussian), ``[m, nb]``; ``same=True`` when ``Uc`` is ``Uq`` (exact zero diagonal)."""
-    if kind == "laplace":
-        return euclidean_distances(Uq, Uc, same=same)
-    return squared_distances(Uq, Uc, same=same)
-
-
-def kernel_from_distances(kind: str, D: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    """``k`` from :func:`distances` (a new tensor)."""
-    scale = bandwidth if kind == "laplace" else 2.0 * bandwidth**2
-    return torch.exp(D * (-1.0 / scale))
+def base_kernel(kind: str, bandwidth: float) -> _StationaryKernel:
+    """The kernel applied to the mapped inputs ``u = x S`` (see :mod:`kernelens.rfm._metric`):
+    :func:`kernelens.kernels.resolve_kernel` restricted to the kernels with closed-form
+    gradients. Its ``distances`` (``||u - v||`` for Laplace, ``||u - v||^2`` for Gaussian,
+    ``||u - v||_1`` for product-Laplace) and ``from_distances`` are the kernel formulas the
+    gradients below reuse."""
+    return cast(
+        _StationaryKernel, resolve_kernel(check_choice(kind, "kernel", GRADIENT_KERNELS), bandwidth)
+    )
 
 
 def weights_from_gram(
@@ -64,8 +65,9 @@ def weights_from_gram(
 
 def _weights(kind: str, Uq: torch.Tensor, Uc: torch.Tensor, bandwidth: float) -> torch.Tensor:
     """``w(u_q, u_i) [m, nb]`` for the radial kernels."""
-    D = distances(kind, Uq, Uc)
-    return weights_from_gram(kind, kernel_from_distances(kind, D, bandwidth), D, bandwidth)
+    kernel = base_kernel(kind, bandwidth)
+    D = kernel.distances(Uq, Uc)
+    return weights_from_gram(kind, kernel.from_distances(D), D, bandwidth)
 
 
 def machine_gradients(
@@ -103,6 +105,7 @@ def machine_gradients(
     else:
         per_centre = item * (4 * m + c * r)
     step = tile_size(n, per_centre, memory_budget)
+    kernel = base_kernel(kind, bandwidth)
     # the gradients are translation invariant; centring keeps ``u_q (W A) - W (A U)`` free of
     # cancellation when the inputs share a large offset (and exact for constant coordinates)
     centre = U.mean(dim=0, keepdim=True)
@@ -111,7 +114,7 @@ def machine_gradients(
         Uc, A = U[c0 : c0 + step], coef[c0 : c0 + step]
         if kind == "product_laplace":
             diff = Uq[:, None, :] - Uc[None, :, :]  # [m, nb, r]
-            K = torch.exp(diff.abs().sum(dim=2).mul_(-1.0 / bandwidth))
+            K = kernel.from_distances(diff.abs().sum(dim=2), in_place=True)
             out -= torch.einsum("qi,ic,qir->qcr", K, A, diff.sign_()) / bandwidth
             continue
         if weights is None:

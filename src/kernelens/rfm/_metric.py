@@ -99,6 +99,14 @@ class MetricFactor:
         w, V = torch.linalg.eigh((Ms + Ms.T) / 2)
         return cls.from_eigh(M.shape[0], support, w, V, symmetric_root=symmetric_root)
 
+    def divide_rows(self, s: torch.Tensor) -> MetricFactor:
+        """The factor ``diag(1/s) S`` of ``diag(1/s) M diag(1/s)``: for inputs ``x``, the
+        factor that ``self`` is for ``x / s`` (``s [d] > 0``)."""
+        s = s.to(self.scale.dtype)
+        if self.index is not None:
+            return MetricFactor(self.d, self.scale / s[self.index], self.index)
+        return MetricFactor(self.d, self.scale / s[:, None])
+
     def apply(self, X: torch.Tensor) -> torch.Tensor:
         """``U = X S``: ``X [n, d]`` -> ``[n, r]``."""
         if self.index is not None:

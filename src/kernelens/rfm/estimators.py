@@ -3,70 +3,115 @@
 An RFM (Radhakrishnan et al., Science 2024) alternates two steps, starting from ``M = I``:
 
 1. kernel ridge regression with ``k_M(x, z) = exp(-||x - z||_M / L)``:
-   ``(K_M + reg I) coef = y``, ``f(x) = k_M(x, X) coef``;
+   ``(K_M + alpha I) coef = y``, ``f(x) = k_M(x, X) coef``;
 2. ``M <- AGOP(f, X) = (1/n) sum_i grad f(x_i) grad f(x_i)^T``, rescaled so that its largest
    eigenvalue is 1 (the kernel then keeps its bandwidth's scale along the most important
    direction; see :func:`kernelens.rfm._metric.metric_update`).
 
 ``iters`` counts the metric updates, so ``iters + 1`` kernel solves run; the model of the last
-one (or, with ``early_stopping``, of the iteration with the lowest validation error) is kept.
+one is kept, or, only when ``early_stopping=True``, that of the iteration with the lowest
+validation error. With ``standardize=True`` (default) the iterations run on ``x / s``, ``s``
+the features' standard deviations, so the defaults do not depend on the units of the inputs;
+the fitted metric is reported in the coordinates of the inputs as given.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
+from .._persist import PersistMixin
 from .._progress import progress
-from .._validation import (
-    check_choice,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
+from .._sklearn import (
+    DTYPES,
+    CalibratedClassifierMixin,
+    Constraint,
+    TorchEstimatorMixin,
+    boolean,
+    choice,
+    integer,
+    memory_budget,
+    nonnegative,
+    open_unit_interval,
+    optional,
+    positive,
+    wrap_like,
 )
-from ..kernels.calibration import fit_temperature
-from ..kernels.sklearn_base import DTYPES, to_numpy, wrap_like
-from ._gradients import GRADIENT_KERNELS
+from ..kernels.calibration import fit_temperature, loo_temperature
+from ._gradients import GRADIENT_KERNELS, base_kernel
 from ._metric import MetricFactor, metric_update
 from ._solve import SOLVERS, Solution, resolve_solver, solve, solve_dense
 from .agop import machine_agop
-from .machine import KernelMachine, base_kernel
+from .machine import KernelMachine
 
-__all__ = ["RFMClassifier", "RFMRegressor"]
+__all__ = [
+    "AGOPVanishedWarning",
+    "EarlyStoppingWarning",
+    "RFMClassifier",
+    "RFMRegressor",
+    "fit_temperature",
+]
 
 M_MODES = ("full", "diagonal")
+#: Default ridge; ``reg``, its deprecated alias, is compared with it.
+_DEFAULT_ALPHA = 1e-3
 
 
 class AGOPVanishedWarning(UserWarning):
     """The AGOP was zero (the fitted function is constant on the data); ``M`` was kept."""
 
 
-class _RFMBase(BaseEstimator):
+class EarlyStoppingWarning(UserWarning):
+    """Early stopping kept iteration 0: ``M = I``, no feature was learned."""
+
+
+def _random_state(value: Any, name: str) -> None:
+    check_random_state(value)
+
+
+class _RFMBase(PersistMixin, TorchEstimatorMixin):
     """What the RFM regressor and classifier share: hyper-parameters and the RFM loop."""
 
-    _multi_output = True
-    #: Whether fit always holds out a validation split (the classifier calibrates on it).
-    _always_split = False
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "kernel": choice(GRADIENT_KERNELS),
+        "bandwidth": positive,
+        "alpha": nonnegative,
+        "iters": integer(minimum=0),
+        "M": choice(M_MODES),
+        "centering": boolean,
+        "standardize": boolean,
+        "solver": choice(SOLVERS),
+        "early_stopping": boolean,
+        "validation_fraction": open_unit_interval,
+        "agop_power": positive,
+        "agop_samples": integer(),
+        "tol": optional(positive),
+        "max_iter": optional(integer()),
+        "random_state": Constraint("None, an int or a RandomState", _random_state),
+        "dtype": choice(DTYPES),
+        "memory_budget": memory_budget,
+        "show_progress": optional(boolean),
+        "reg": optional(nonnegative),
+    }
 
     def __init__(
         self,
         kernel: str = "laplace",
         *,
         bandwidth: float = 10.0,
-        reg: float = 1e-3,
+        alpha: float = _DEFAULT_ALPHA,
         iters: int = 5,
         M: str = "full",
         centering: bool = True,
+        standardize: bool = True,
         solver: str = "auto",
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -78,13 +123,15 @@ class _RFMBase(BaseEstimator):
         dtype: str = "float64",
         memory_budget: int | None = None,
         show_progress: bool | None = None,
+        reg: float | None = None,
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
-        self.reg = reg
+        self.alpha = alpha
         self.iters = iters
         self.M = M
         self.centering = centering
+        self.standardize = standardize
         self.solver = solver
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -96,38 +143,33 @@ class _RFMBase(BaseEstimator):
         self.dtype = dtype
         self.memory_budget = memory_budget
         self.show_progress = show_progress
+        self.reg = reg
 
     # -- checks -------------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        check_choice(self.kernel, "kernel", GRADIENT_KERNELS)
-        check_positive(self.bandwidth, "bandwidth")
-        check_nonnegative(self.reg, "reg")
-        check_positive_int(self.iters, "iters", minimum=0)
-        check_choice(self.M, "M", M_MODES)
-        if not isinstance(self.centering, bool | np.bool_):
-            raise TypeError(f"centering must be True or False, got {self.centering!r}.")
-        check_choice(self.solver, "solver", SOLVERS)
-        frac = check_positive(self.validation_fraction, "validation_fraction")
-        if frac >= 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}."
+    def _validate_params(self) -> None:
+        """The parameter table, then the deprecated ``reg``: sets ``alpha_``, the ridge used."""
+        super()._validate_params()
+        self.alpha_ = float(self.alpha)
+        if self.reg is not None:
+            if self.alpha != _DEFAULT_ALPHA:
+                raise ValueError(
+                    f"reg={self.reg!r} and alpha={self.alpha!r} are the same ridge strength; pass "
+                    "only alpha (reg is deprecated)."
+                )
+            warnings.warn(
+                "RFM's reg is deprecated and will be removed in the next release; use alpha "
+                "(the ridge strength's name across kernelens' estimators).",
+                FutureWarning,
+                stacklevel=3,
             )
-        check_positive(self.agop_power, "agop_power")
-        check_positive_int(self.agop_samples, "agop_samples")
-        if self.tol is not None:
-            check_positive(self.tol, "tol")
-        if self.max_iter is not None:
-            check_positive_int(self.max_iter, "max_iter")
-        check_choice(self.dtype, "dtype", DTYPES)
-
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.tensor(a, dtype=DTYPES[self.dtype])
+            self.alpha_ = float(self.reg)
 
     # -- the RFM loop -------------------------------------------------------------------------
-    def _split(self, n: int, stratify: np.ndarray | None, needed: bool) -> tuple[Any, Any]:
-        """Indices of the training and validation parts (validation None without a split)."""
+    def _split(self, n: int, stratify: np.ndarray | None) -> tuple[Any, Any]:
+        """Indices of the training and validation parts for early stopping (validation None
+        when the data are too small to split)."""
         n_val = math.ceil(self.validation_fraction * n)
-        if not needed or n_val < 2 or n - n_val < 2:
+        if n_val < 2 or n - n_val < 2:
             return np.arange(n), None
         if stratify is not None and np.bincount(stratify).min() < 2:
             stratify = None
@@ -149,13 +191,16 @@ class _RFMBase(BaseEstimator):
         Y: torch.Tensor,
         val: tuple[torch.Tensor, torch.Tensor] | None,
         seed: int,
-    ) -> tuple[KernelMachine, list[dict[str, Any]]]:
-        """The RFM iterations on ``X [n, d]``, ``Y [n, c]``; returns the kept machine and the
-        per-iteration history."""
+    ) -> tuple[KernelMachine, Solution, list[dict[str, Any]]]:
+        """The RFM iterations on ``X [n, d]``, ``Y [n, c]``; returns the kept machine, its
+        solution and the per-iteration history. Without ``val`` the last iteration is kept
+        (its Cholesky factor too, for calibration); with it, the best validation one."""
         n, d = X.shape
         kind = self.kernel
         diagonal = self.M == "diagonal"
-        method = resolve_solver(self.solver, n, X.dtype, self.memory_budget)
+        solver = resolve_solver(
+            self.solver, n, X.dtype, self.memory_budget, refuse_over_budget=True
+        )
         agop_rows = None
         if n > self.agop_samples:
             rng = np.random.default_rng(seed)
@@ -165,10 +210,13 @@ class _RFMBase(BaseEstimator):
         coef = None
         factor = MetricFactor.identity(d, dtype=X.dtype)
         history: list[dict[str, Any]] = []
-        best: tuple[tuple[float, float], KernelMachine, int] | None = None
+        best: tuple[tuple[float, float], KernelMachine, Solution, int] | None = None
         steps = progress(range(self.iters + 1), desc="RFM", enable=self.show_progress)
         for t in steps:
-            machine, sol, W = self._solve(M, factor, X, Y, intercept, method, coef, seed)
+            last = t == self.iters
+            machine, sol, W = self._solve(
+                M, factor, X, Y, intercept, solver, coef, seed, keep_factor=last and val is None
+            )
             coef = machine.coef
             record: dict[str, Any] = {
                 "iteration": t,
@@ -183,9 +231,9 @@ class _RFMBase(BaseEstimator):
                 )
                 record["val_error"] = key[0]
                 if best is None or key < best[0]:
-                    best = (key, machine, t)
+                    best = (key, machine, sol, t)
             history.append(record)
-            if t == self.iters:
+            if last:
                 break
             U = machine.centres if agop_rows is None else machine.centres[agop_rows]
             if W is not None and agop_rows is not None:
@@ -206,12 +254,20 @@ class _RFMBase(BaseEstimator):
                 )
                 break
             M, factor = update
-        self.solver_ = method
+        self.solver_ = solver
         if best is not None:
-            self.best_iter_ = best[2]
-            return best[1], history
+            self.best_iter_ = best[3]
+            if best[3] == 0 and len(history) > 1:
+                warnings.warn(
+                    "early stopping kept iteration 0 (M = I: no feature was learned) because "
+                    "no metric update lowered the validation error; check bandwidth and alpha, "
+                    "or pass early_stopping=False to keep the last iteration.",
+                    EarlyStoppingWarning,
+                    stacklevel=4,
+                )
+            return best[1], best[2], history
         self.best_iter_ = len(history) - 1
-        return machine, history
+        return machine, sol, history
 
     def _solve(
         self,
@@ -220,25 +276,30 @@ class _RFMBase(BaseEstimator):
         X: torch.Tensor,
         Y: torch.Tensor,
         intercept: torch.Tensor,
-        method: str,
+        solver: str,
         x0: torch.Tensor | None,
         seed: int,
+        *,
+        keep_factor: bool = False,
     ) -> tuple[KernelMachine, Solution, torch.Tensor | None]:
         """Kernel ridge regression of ``Y - intercept`` with metric ``M`` (warm-started at
-        ``x0`` by the iterative solvers): the machine, the solver's solution and, from the
-        dense route, the AGOP weights at the training points (see :func:`solve_dense`)."""
+        ``x0`` by the iterative solvers): the machine, the solver's solution (with its
+        Cholesky factor when ``keep_factor``) and, from the dense route otherwise, the AGOP
+        weights at the training points (see :func:`solve_dense`)."""
         U = factor.apply(X)
         kern = base_kernel(self.kernel, self.bandwidth)
         W = None
-        if method == "cholesky":
-            sol, W = solve_dense(self.kernel, kern, U, Y - intercept, self.reg)
+        if solver == "cholesky":
+            sol, W = solve_dense(
+                self.kernel, kern, U, Y - intercept, self.alpha_, keep_factor=keep_factor
+            )
         else:
             sol = solve(
                 kern,
                 U,
                 Y - intercept,
-                self.reg,
-                method,
+                self.alpha_,
+                solver,
                 x0=x0,
                 tol=self.tol,
                 max_iter=self.max_iter,
@@ -251,45 +312,62 @@ class _RFMBase(BaseEstimator):
         )
         return machine, sol, W
 
-    def _fit_targets(self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None) -> None:
-        """Run RFM on ``X [n, d]``, ``Y [n, c]`` (numpy); set the fitted attributes."""
+    def _feature_scale(self, X: torch.Tensor) -> torch.Tensor:
+        """``s [d]``: the features' standard deviations (1 for constant features), or ones
+        without ``standardize``. The kernels are translation invariant, so dividing by ``s``
+        is the whole standardisation."""
+        if not self.standardize:
+            return torch.ones(X.shape[1], dtype=X.dtype)
+        std = X.std(dim=0, unbiased=False)
+        return torch.where(std > 0, std, torch.ones_like(std))
+
+    def _fit_targets(
+        self, X: np.ndarray, Y: np.ndarray, stratify: np.ndarray | None
+    ) -> tuple[KernelMachine, Solution, int]:
+        """Run RFM on ``X [n, d]``, ``Y [n, c]`` (numpy); set the fitted attributes. Returns
+        the machine in the scaled coordinates, its solution and the solvers' seed."""
         Xt, Yt = self._tensor(X), self._tensor(Y)
-        needs_split = self.early_stopping or self._always_split
-        tr, va = self._split(len(X), stratify, needs_split)
+        self.scale_ = self._feature_scale(Xt)
+        Xs = Xt / self.scale_
+        va = None
+        if self.early_stopping:
+            tr, va = self._split(len(X), stratify)
         # one seed for the solvers' random subsamples, drawn after the split's
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         if va is None:
-            machine, history = self._run(Xt, Yt, None, seed)
+            machine, sol, history = self._run(Xs, Yt, None, seed)
         else:
-            machine, history = self._run(Xt[tr], Yt[tr], (Xt[va], Yt[va]), seed)
-            self._calibrate(machine, Xt[va], Yt[va])
+            machine, sol, history = self._run(Xs[tr], Yt[tr], (Xs[va], Yt[va]), seed)
             # refit the coefficients on all the data with the kept metric
             intercept = Yt.mean(dim=0) if self.centering else machine.intercept
-            method = resolve_solver(self.solver, len(Xt), Xt.dtype, self.memory_budget)
-            machine, _, _ = self._solve(
-                machine.M, machine.factor, Xt, Yt, intercept, method, None, seed
+            self.solver_ = resolve_solver(
+                self.solver, len(Xs), Xs.dtype, self.memory_budget, refuse_over_budget=True
             )
-        self.machine_ = machine
+            machine, sol, _ = self._solve(
+                machine.M,
+                machine.factor,
+                Xs,
+                Yt,
+                intercept,
+                self.solver_,
+                None,
+                seed,
+                keep_factor=self.solver_ == "cholesky",
+            )
+        self.machine_ = machine.rescaled(self.scale_)
         self.history_ = history
         self.n_iter_ = len(history) - 1
-        self.M_ = machine.M
+        self.M_ = self.machine_.M
         self.X_fit_ = Xt
         self.intercept_ = machine.intercept
-
-    def _calibrate(self, machine: KernelMachine, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
-        """Hook for the classifier (temperature on held-out scores)."""
+        return machine, sol, seed
 
     def _scores(self, X: Any) -> torch.Tensor:
         check_is_fitted(self, "machine_")
-        Xv = validate_data(self, to_numpy(X), reset=False, dtype=np.float64)
+        Xv = self._validate_X(X, reset=False)
         return self.machine_.predict(
             self._tensor(Xv), memory_budget=self.memory_budget, show_progress=self.show_progress
         )
-
-    def __sklearn_tags__(self):  # type: ignore[override]
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = self._multi_output
-        return tags
 
 
 class RFMRegressor(RegressorMixin, _RFMBase):
@@ -299,20 +377,31 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         kernel: ``"laplace"`` (``exp(-||x - z||_M / L)``, default), ``"gaussian"``
             (``exp(-||x - z||_M^2 / (2 L^2))``) or ``"product_laplace"``
             (``exp(-||M^(1/2) (x - z)||_1 / L)``).
-        bandwidth: ``L > 0``.
-        reg: ridge ``>= 0`` added to the Gram's diagonal (kernel values are in ``[0, 1]``).
+        bandwidth: ``L > 0``, in units of the standardised features with ``standardize``.
+        alpha: ridge ``>= 0`` added to the Gram's diagonal (kernel values are in ``[0, 1]``);
+            the same name as in :class:`~kernelens.kernels.KernelRidge`.
         iters: metric updates ``>= 0`` (``0`` is plain kernel ridge regression).
         M: ``"full"`` (a ``d x d`` metric) or ``"diagonal"`` (per-feature weights).
         centering: subtract the mean of ``y`` before the kernel solve and add it back in
             predictions (far from the data predictions then decay to the mean, not to 0).
+        standardize: run the iterations on ``x / s`` with ``s`` the training features'
+            standard deviations (constant features: 1), so that the defaults (bandwidth 10)
+            mean the same on inputs in any units; raw and standardised inputs then give the
+            same model. ``M_`` and ``machine_`` are in the coordinates of the inputs as
+            given (``M_ = diag(1/s) M diag(1/s)``). ``False``: the kernel sees the inputs
+            as they are (a full metric is then exactly rotation-equivariant).
         solver: ``"cholesky"`` (dense Gram, exact), ``"cg"`` (conjugate gradients on the tiled
             kernel operator with an EigenPro preconditioner; never forms the Gram),
             ``"eigenpro"`` (the EigenPro iteration: a few cheap epochs for very large ``n``)
             or ``"auto"``: Cholesky while three ``n x n`` matrices fit ``memory_budget``,
-            CG beyond. Iterative solves start from the previous iteration's coefficients.
+            CG beyond (:func:`kernelens.linalg.kernel_solve.resolve_solver`: data size and
+            declared budget only). Iterative solves start from the previous iteration's
+            coefficients.
         early_stopping: hold out ``validation_fraction`` of the data, run the iterations on
             the rest, keep the metric of the iteration with the lowest validation error and
-            refit the coefficients on all the data with it.
+            refit the coefficients on all the data with it (an :class:`EarlyStoppingWarning`
+            says so when that is iteration 0). ``False`` (default): the last iteration is
+            kept, always.
         validation_fraction: share of the data held out for early stopping.
         agop_power: the metric is ``AGOP^agop_power`` (``1``: Radhakrishnan et al.; ``0.5``:
             the square root used in later AGOP work, a slower, more conservative update).
@@ -325,9 +414,13 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         dtype: ``"float64"`` (default) or ``"float32"``.
         memory_budget: bytes for Grams and tiles (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
         show_progress: progress bars (default: on a terminal).
+        reg: deprecated alias of ``alpha`` (a ``FutureWarning``; removed in the next release).
 
     Attributes:
-        M_: the learned metric ``[d, d]`` (diagonal for ``M="diagonal"``).
+        M_: the learned metric ``[d, d]`` (diagonal for ``M="diagonal"``), on the inputs
+            as given.
+        scale_: ``[d]`` the feature scales ``s`` (ones without ``standardize``).
+        alpha_: the ridge used (``alpha``, or the deprecated ``reg``).
         coef_: dual coefficients ``[n]`` (``[n, k]`` for ``k`` targets).
         intercept_: ``[k]`` the mean of ``y`` (zeros without centering).
         history_: one dict per iteration: ``iteration``, ``train_error`` (MSE),
@@ -340,15 +433,9 @@ class RFMRegressor(RegressorMixin, _RFMBase):
 
     def fit(self, X: Any, y: Any) -> RFMRegressor:
         """Fit on ``X [n, d]`` and ``y [n]`` or ``[n, k]`` (numpy or torch)."""
-        self._check_params()
-        X, y = validate_data(
-            self,
-            to_numpy(X),
-            to_numpy(y),
-            dtype=np.float64,
-            y_numeric=True,
-            multi_output=True,
-            ensure_min_samples=2,
+        self._validate_params()
+        X, y = self._validate_X(
+            X, reset=True, y=y, y_numeric=True, multi_output=True, ensure_min_samples=2
         )
         Y = y[:, None] if y.ndim == 1 else y
         self._fit_targets(X, Y, None)
@@ -364,17 +451,18 @@ class RFMRegressor(RegressorMixin, _RFMBase):
         return wrap_like(s[:, 0] if self._single_target else s, X)
 
 
-class RFMClassifier(ClassifierMixin, _RFMBase):
+class RFMClassifier(CalibratedClassifierMixin, ClassifierMixin, _RFMBase):
     """Recursive Feature Machine classification: RFM regression on one-hot targets.
 
     Same arguments as :class:`RFMRegressor`. ``predict`` takes the argmax of the regression
-    scores; ``predict_proba`` is ``softmax(scores / temperature_)`` with the temperature
-    fitted by minimising the negative log-likelihood of held-out scores, so that
-    probabilities (and perplexities computed from them) are calibrated. The held-out part is
-    the ``validation_fraction`` split (stratified), which the classifier always makes when
-    the data allow (at least two samples on each side); it is also used for early stopping
-    when enabled. The coefficients are refitted on all the data afterwards.
-    Without a split (tiny data) ``temperature_`` is 1.
+    scores; ``predict_proba`` is ``softmax(scores / temperature_)``, with the temperature
+    fitted, as :class:`~kernelens.kernels.KernelClassifier` does (one shared code path,
+    :mod:`kernelens.kernels.calibration`), on the exact leave-one-out scores of the final
+    kernel solve: ``f_loo = Y - coef / diag((K_M + alpha I)^-1)`` with the learned metric
+    ``M`` and the intercept held fixed. Exact for every training point on the Cholesky route;
+    on the iterative routes, for a subsample of 256 training points drawn with
+    ``random_state`` (one block solve against their unit vectors, exact up to the solver's
+    tolerance). No data are held out for it.
 
     Attributes:
         classes_: the class labels (any hashable, e.g. strings).
@@ -383,50 +471,47 @@ class RFMClassifier(ClassifierMixin, _RFMBase):
             (``train_error`` and ``val_error`` are misclassification rates).
     """
 
-    _multi_output = False
-    _always_split = True
-
     def fit(self, X: Any, y: Any) -> RFMClassifier:
         """Fit on ``X [n, d]`` and labels ``y [n]`` (numbers or strings)."""
-        self._check_params()
-        X, y = validate_data(self, to_numpy(X), to_numpy(y), dtype=np.float64, ensure_min_samples=2)
-        check_classification_targets(y)
-        enc = LabelEncoder().fit(y)
-        self.classes_ = enc.classes_
-        codes = enc.transform(y)
-        self.temperature_ = 1.0
-        self._fit_targets(X, np.eye(len(self.classes_))[codes], codes)
+        self._validate_params()
+        X, y = self._validate_X(X, reset=True, y=y, ensure_min_samples=2)
+        codes, Y = self._encode_labels(y)
+        machine, sol, seed = self._fit_targets(X, Y, codes)
         self.coef_ = self.machine_.coef
+        self.temperature_ = self._loo_temperature(machine, sol, Y, codes, seed)
         return self
+
+    def _loo_temperature(
+        self, machine: KernelMachine, sol: Solution, Y: np.ndarray, codes: np.ndarray, seed: int
+    ) -> float:
+        """Temperature from the exact leave-one-out scores of the final solve."""
+        kern = base_kernel(self.kernel, self.bandwidth)
+        U = machine.centres
+        targets = self._tensor(Y) - machine.intercept
+        factor = sol.factor
+        if self.solver_ == "cholesky" and factor is None:  # the AGOP stopped the loop early
+            factor = solve_dense(self.kernel, kern, U, targets, self.alpha_, keep_factor=True)[
+                0
+            ].factor
+
+        def solve_block(B: torch.Tensor) -> torch.Tensor:
+            return solve(
+                kern,
+                U,
+                B,
+                self.alpha_,
+                self.solver_,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                seed=seed,
+                memory_budget=self.memory_budget,
+                show_progress=self.show_progress,
+            ).coef
+
+        return loo_temperature(
+            self._tensor(Y), machine.coef, codes, factor=factor, solve=solve_block, seed=seed
+        )
 
     def _errors(self, pred: torch.Tensor, Y: torch.Tensor) -> tuple[float, float]:
         wrong = float((pred.argmax(dim=1) != Y.argmax(dim=1)).double().mean())
         return wrong, float(((pred - Y) ** 2).mean())
-
-    def _calibrate(self, machine: KernelMachine, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
-        if len(self.classes_) < 2:
-            return
-        scores = machine.predict(Xv, memory_budget=self.memory_budget).double().numpy()
-        self.temperature_ = fit_temperature(scores, Yv.argmax(dim=1).numpy())
-
-    def decision_function(self, X: Any) -> Any:
-        """Regression scores ``[m, C]`` (``[m]`` for two classes: class 1 minus class 0)."""
-        s = self._scores(X)
-        if len(self.classes_) == 2:
-            s = s[:, 1] - s[:, 0]
-        return wrap_like(s, X)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities ``[m, C]``: ``softmax(scores / temperature_)``."""
-        p = torch.softmax(self._scores(X) / self.temperature_, dim=1)
-        return wrap_like(p, X)
-
-    def predict_log_proba(self, X: Any) -> Any:
-        """``log predict_proba`` computed stably ``[m, C]``."""
-        p = torch.log_softmax(self._scores(X) / self.temperature_, dim=1)
-        return wrap_like(p, X)
-
-    def predict(self, X: Any) -> Any:
-        """The most likely class of each row."""
-        best = self._scores(X).argmax(dim=1).cpu().numpy()
-        return self.classes_[best]

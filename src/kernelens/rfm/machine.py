@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .._memory import element_size, tile_size
-from .._validation import as_tensor, check_choice
+from .._validation import as_tensor
 from ..kernels import (
     GaussianKernel,
-    Kernel,
     LaplaceKernel,
     MahalanobisGaussianKernel,
     MahalanobisLaplaceKernel,
     ProductLaplaceKernel,
 )
-from ._gradients import GRADIENT_KERNELS, machine_gradients
+from ._gradients import base_kernel, machine_gradients
 from ._metric import MetricFactor
 
 __all__ = ["KernelMachine", "base_kernel"]
-
-_BASE = {
-    "laplace": LaplaceKernel,
-    "gaussian": GaussianKernel,
-    "product_laplace": ProductLaplaceKernel,
-}
-
-
-def base_kernel(kind: str, bandwidth: float) -> Kernel:
-    """The kernel applied to the mapped inputs ``u = x S`` (see :mod:`kernelens.rfm._metric`)."""
-    return _BASE[check_choice(kind, "kernel", GRADIENT_KERNELS)](bandwidth)
 
 
 @dataclass(frozen=True)
@@ -76,6 +64,16 @@ class KernelMachine:
             M, diagonal=diagonal, symmetric_root=kernel == "product_laplace"
         )
         return cls(kernel, bandwidth, M, factor, factor.apply(X), coef, intercept)
+
+    def rescaled(self, scale: torch.Tensor) -> KernelMachine:
+        """For a machine fitted on ``X / scale`` (``scale [d] > 0``), the same predictor on
+        ``X``: ``M -> diag(1/scale) M diag(1/scale)``, ``S -> diag(1/scale) S``; centres,
+        coefficients and every prediction are unchanged."""
+        if bool((scale == 1).all()):
+            return self
+        s = scale.to(self.M.dtype)
+        M = self.M / (s[:, None] * s[None, :])
+        return replace(self, M=M, factor=self.factor.divide_rows(s))
 
     def _inputs(self, X: torch.Tensor) -> torch.Tensor:
         X = as_tensor(X, "X", ndim=2, dtype=self.coef.dtype, device=self.coef.device)

@@ -2,11 +2,12 @@
 
 :class:`SparseKernelLayer` answers each query by kernel ridge regression on its ``k`` nearest
 centers; its three parameter sets (features, targets, centers) can each be fixed or learned.
-Neighbour search backends live in :mod:`kernelens.sparse.neighbors`.
+Neighbours are searched in the kernel's own metric (:mod:`kernelens.sparse.metric`) by one
+rule for every backend (:mod:`kernelens.sparse.neighbors`).
 """
 
+from ..kernels.batched import batched_gram, batched_squared_distances
 from .bandwidth import median_neighbor_distance
-from .batched_gram import batched_gram, batched_squared_distances
 from .layer import SparseKernelLayer
 from .local import local_kernel_regression
 from .neighbors import (

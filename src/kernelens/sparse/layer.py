@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._memory import element_size
+from .._memory import element_size, tile_size
 from .._validation import (
     as_tensor,
     check_consistent_length,
     check_finite,
     check_nonnegative,
-    check_positive,
     check_positive_int,
     check_same_device_dtype,
 )
-from ..kernels import KERNELS, Kernel, make_kernel
-from ._tiles import rows_per_tile
+from ..kernels import Kernel, resolve_kernel
 from .local import local_kernel_regression
+from .metric import SearchMetric, search_metric
 from .neighbors import NeighborIndex, make_index
 
 __all__ = ["SparseKernelLayer"]
@@ -34,12 +32,15 @@ class SparseKernelLayer(nn.Module):
     """Sparse Kernel (SK) layer: kernel ridge regression on each query's k nearest centers.
 
     For a query ``x`` the layer finds the ``k`` centers nearest to ``S(x)`` (``S`` the
-    ``features`` module, the identity by default), solves the small ridge system
+    ``features`` module, the identity by default) in the kernel's own metric (the M metric
+    for Mahalanobis kernels, L1 for product-Laplace; see :mod:`kernelens.sparse.metric`),
+    ties broken by the lowest center index, solves the small ridge system
     ``(K(Z_k, Z_k) + reg I) alpha = Y_k`` with a batched Cholesky factorisation and returns
     ``K(S(x), Z_k) alpha``, where ``Z_k`` are the neighbours' features ``S(z_i)`` and ``Y_k``
     their targets. With ``k = n`` this is exactly dense kernel ridge regression on all centers;
     with ``k << n`` it is a local (lazy) approximation whose cost per query is ``O(k^3)`` plus
-    the neighbour search.
+    the neighbour search. The same Cholesky factor gives the local GP posterior variance
+    (:meth:`predict_variance`, or ``forward(x, return_variance=True)``).
 
     The three parameter sets of the Sparse Kernel construction, each fixed or learned:
 
@@ -60,12 +61,12 @@ class SparseKernelLayer(nn.Module):
     but not through *which* centers are selected (the output is continuous only where the
     neighbour set does not change; with ``k = n`` it is smooth).
 
-    Index policy: the neighbour index (and the cached features of all centers) is rebuilt
-    lazily on the first forward after the centers or the ``features`` module's parameters or
-    buffers change. Changes are detected by tensor version counters, which every in-place
-    update bumps (optimizer steps, ``load_state_dict``, ``with torch.no_grad(): p.copy_(...)``)
-    and by storage changes (``.to()``, replacing a tensor). Edits through ``.data`` are
-    invisible to version counters: call :meth:`invalidate_index` after them.
+    Index policy: the neighbour index (and the cached features of all centers) is rebuilt lazily
+    on the first forward after the centers, the ``features`` module's parameters or buffers, or
+    a Mahalanobis kernel's ``M`` change. Changes are detected by tensor version counters, which
+    every in-place update bumps (optimizer steps, ``load_state_dict``, ``with torch.no_grad():
+    p.copy_(...)``) and by storage changes (``.to()``, replacing a tensor). Edits through
+    ``.data`` are invisible to version counters: call :meth:`invalidate_index` after them.
 
     Args:
         centers: ``[n, d]`` evaluation points (``[n, *input_shape]`` when ``features`` maps
@@ -77,16 +78,18 @@ class SparseKernelLayer(nn.Module):
             :class:`~kernelens.kernels.Kernel` instance.
         bandwidth: kernel bandwidth ``L > 0`` (default 1.0, or the instance's); stored as
             ``log_bandwidth`` so a learned bandwidth stays positive.
-        reg: ridge ``>= 0`` added to the diagonal of every local Gram (kernel values of the
-            stationary kernels lie in ``[0, 1]``; float32 needs roughly ``reg >= 1e-5 k``).
+        reg: ridge ``>= 0`` added to the diagonal of every local Gram (``KernelRidge``'s
+            ``alpha``; ``GaussianProcessRegressor``'s noise variance ``alpha``). Kernel values
+            of the stationary kernels lie in ``[0, 1]``; float32 needs roughly
+            ``reg >= 1e-5 k``.
         features: optional ``torch.nn.Module`` mapping ``[B, *input_shape]`` to ``[B, p]``;
             it must act on each sample independently (BatchNorm in eval mode, no dropout).
         learn_centers: make ``centers`` a Parameter.
         learn_targets: make ``targets`` a Parameter.
         learn_bandwidth: make ``log_bandwidth`` a Parameter (kernels with a bandwidth only).
         index: neighbour search backend: ``"auto"``/``"torch"`` (exact, tiled), ``"faiss"``
-            (exact, faiss IndexFlatL2), ``"hnsw"`` (approximate), or a
-            :class:`~kernelens.sparse.NeighborIndex` owned by this layer.
+            (exact, faiss IndexFlat: the same neighbours as torch, to the bit), ``"hnsw"``
+            (approximate), or a :class:`~kernelens.sparse.NeighborIndex` owned by this layer.
         kernel_params: extra constructor arguments of a named kernel (e.g. ``{"M": M}``).
         memory_budget: bytes for a tile of queries (local Grams and temporaries) and for the
             torch search (default: 2 GiB, or $KERNELENS_MEMORY_BUDGET).
@@ -144,7 +147,8 @@ class SparseKernelLayer(nn.Module):
         self._vector_targets = targets.ndim == 1
         targets = targets[:, None] if self._vector_targets else targets
 
-        self._kernel_template, bw = self._make_kernel(kernel, bandwidth, kernel_params or {})
+        self._kernel_template = resolve_kernel(kernel, bandwidth, kernel_params)
+        bw = self._initial_bandwidth(self._kernel_template)
         if learn_bandwidth and bw is None:
             raise ValueError(
                 f"learn_bandwidth=True but kernel {self._kernel_template.name!r} has no "
@@ -164,35 +168,17 @@ class SparseKernelLayer(nn.Module):
             self.log_bandwidth = None
         self._cache_key: tuple[Any, ...] | None = None
         self._center_features: torch.Tensor | None = None
+        self._search_space: SearchMetric | None = None
         self.register_load_state_dict_post_hook(_invalidate_after_load)
 
     # -- construction helpers -----------------------------------------------------------------
     @staticmethod
-    def _make_kernel(
-        kernel: str | Kernel, bandwidth: float | None, params: dict[str, Any]
-    ) -> tuple[Kernel, float | None]:
-        if isinstance(kernel, Kernel):
-            if params:
-                raise ValueError("kernel is a Kernel instance; do not pass kernel_params too.")
-            template = kernel
-            if template.has_bandwidth:
-                own = template.bandwidth  # type: ignore[attr-defined]
-                own = float(own.detach()) if isinstance(own, torch.Tensor) else float(own)
-                bw = own if bandwidth is None else check_positive(bandwidth, "bandwidth")
-                return template, bw
-        else:
-            if not isinstance(kernel, str):
-                raise TypeError(f"kernel must be a name or a Kernel, got {type(kernel).__name__}.")
-            has_bw = kernel in KERNELS and KERNELS[kernel].has_bandwidth
-            if has_bw:
-                bw = 1.0 if bandwidth is None else check_positive(bandwidth, "bandwidth")
-                return make_kernel(kernel, bandwidth=bw, **params), bw
-            template = make_kernel(kernel, **params)
-        if bandwidth is not None:
-            raise ValueError(
-                f"kernel {template.name!r} has no bandwidth; do not pass bandwidth={bandwidth!r}."
-            )
-        return template, None
+    def _initial_bandwidth(kernel: Kernel) -> float | None:
+        """The resolved kernel's bandwidth as a float (None for kernels without one)."""
+        if not kernel.has_bandwidth:
+            return None
+        bw = kernel.bandwidth  # type: ignore[attr-defined]
+        return float(bw.detach()) if isinstance(bw, torch.Tensor) else float(bw)
 
     def _register(self, name: str, value: torch.Tensor, learn: bool) -> None:
         if learn:
@@ -217,20 +203,18 @@ class SparseKernelLayer(nn.Module):
         the Gram ``[len(A), len(B)]`` of feature vectors (differentiable in the bandwidth)."""
         if self.log_bandwidth is None:
             return self._kernel_template
-        kernel = copy.copy(self._kernel_template)
-        kernel.bandwidth = self.bandwidth  # type: ignore[attr-defined]
-        check_positive(kernel.bandwidth.detach(), "bandwidth")  # type: ignore[attr-defined]
-        return kernel
+        return resolve_kernel(self._kernel_template, self.bandwidth)
 
     def __getstate__(self) -> dict[str, Any]:
         # copies and pickles drop the derived data; it is rebuilt on first use
         state = super().__getstate__()
-        return {**state, "_cache_key": None, "_center_features": None}
+        return {**state, "_cache_key": None, "_center_features": None, "_search_space": None}
 
     def invalidate_index(self) -> None:
         """Force the neighbour index and cached center features to be rebuilt on next use."""
         self._cache_key = None
         self._center_features = None
+        self._search_space = None
 
     def center_features(self) -> torch.Tensor:
         """Features ``S(z_i)`` of all centers ``[n, p]`` (detached; cached until they change)."""
@@ -238,8 +222,31 @@ class SparseKernelLayer(nn.Module):
         assert self._center_features is not None
         return self._center_features
 
+    def neighbors(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices ``[B, k]`` of the centers each query uses, nearest first in the kernel's
+        metric (ties by the lowest index)."""
+        x = self._check_queries(x)
+        with torch.no_grad():
+            fx = self._apply_features(x, "queries")
+        self._refresh()
+        return self._search_neighbors(fx)
+
+    def predict_variance(self, x: torch.Tensor) -> torch.Tensor:
+        """The local GP posterior variance ``[B]`` of each query's prediction:
+        ``k(x, x) - k_x^T (K + reg I)^{-1} k_x`` with ``k_x = K(Z_k, S(x))`` and ``K`` the
+        local Gram of its ``k`` neighbours, from the Cholesky factor the forward computes.
+
+        This is the variance of the latent function under a GP prior with covariance ``k``
+        and noise variance ``reg`` (add ``reg`` for a noisy observation), conditioned on the
+        query's neighbours; with ``k = n`` it is the dense GP posterior variance. It does not
+        depend on the targets, nor scale with them. Differentiable like the forward.
+        """
+        return self(x, return_variance=True)[1]
+
     @torch.compiler.disable
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, return_variance: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predictions for queries ``x [B, d]`` (``[B, *input_shape]`` with ``features``).
 
         ``torch.compile`` does not trace into this method (the neighbour search, input checks
@@ -247,8 +254,14 @@ class SparseKernelLayer(nn.Module):
         which made a compiled layer slower than eager); a compiled model containing the layer
         compiles everything around it and calls the layer eagerly.
 
+        Args:
+            x: the queries; an empty batch (``B = 0``) gives an empty result, as
+                ``nn.Linear`` does.
+            return_variance: also return :meth:`predict_variance`'s ``[B]``.
+
         Returns:
-            ``[B, c]`` (``[B]`` when the targets were 1-D).
+            ``[B, c]`` (``[B]`` when the targets were 1-D); with ``return_variance`` the
+            pair ``(prediction, variance [B])``.
         """
         x = self._check_queries(x)
         fx = self._apply_features(x, "queries")
@@ -264,17 +277,22 @@ class SparseKernelLayer(nn.Module):
         B, p = fx.shape
         c = self.targets.shape[1]
         per_query = element_size(fx.dtype) * self.k * (_GRAM_TEMPORARIES * self.k + 4 * p + 2 * c)
-        rows = rows_per_tile(B, per_query, self.memory_budget)
-        outs = []
-        for r0 in range(0, B, rows):
+        rows = tile_size(B, per_query, self.memory_budget)
+        means, variances = [], []
+        for r0 in range(0, max(B, 1), rows):  # an empty batch: one empty tile
             f = fx[r0 : r0 + rows]
-            _, idx = self.index.search(f.detach(), self.k)
+            idx = self._search_neighbors(f)
             neighbours = (
                 self._neighbour_features(idx) if all_features is None else all_features[idx]
             )
-            outs.append(local_kernel_regression(kernel, f, neighbours, self.targets[idx], self.reg))
-        out = torch.cat(outs)
-        return out[:, 0] if self._vector_targets else out
+            mean, var = local_kernel_regression(
+                kernel, f, neighbours, self.targets[idx], self.reg, return_variance=True
+            )
+            means.append(mean)
+            variances.append(var)
+        out = torch.cat(means)
+        out = out[:, 0] if self._vector_targets else out
+        return (out, torch.cat(variances)) if return_variance else out
 
     def extra_repr(self) -> str:
         learned = [
@@ -297,7 +315,7 @@ class SparseKernelLayer(nn.Module):
     def _check_queries(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             x = as_tensor(x, "x", dtype=self.centers.dtype)
-        x = as_tensor(x, "x")
+        x = as_tensor(x, "x", allow_empty=True)
         want = tuple(self.centers.shape[1:])
         if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
             where = "features" if len(want) == 1 else "input shape"
@@ -322,6 +340,9 @@ class SparseKernelLayer(nn.Module):
 
     def _state_key(self) -> tuple[Any, ...]:
         tensors = [self.centers]
+        M = getattr(self._kernel_template, "M", None)
+        if isinstance(M, torch.Tensor):  # the search metric follows a changed M
+            tensors.append(M)
         training: bool | None = None
         if self.features is not None:
             tensors += [*self.features.parameters(), *self.features.buffers()]
@@ -334,7 +355,7 @@ class SparseKernelLayer(nn.Module):
             return Z
         chunks = [
             self._apply_features(Z[i : i + self.feature_batch], "centers")
-            for i in range(0, Z.shape[0], self.feature_batch)
+            for i in range(0, max(Z.shape[0], 1), self.feature_batch)  # [0, p] for no rows
         ]
         return torch.cat(chunks)
 
@@ -361,9 +382,16 @@ class SparseKernelLayer(nn.Module):
                 features = self._features_of(self.centers.detach())
         if self.features is not None:
             check_finite(features, "features(centers)")
-        self.index.build(features)
+        self._search_space = search_metric(self._kernel_template, features)
+        self.index.build(self._search_space.apply(features), metric=self._search_space.metric)
         self._center_features = features
         self._cache_key = key
+
+    def _search_neighbors(self, features: torch.Tensor) -> torch.Tensor:
+        """Indices ``[b, k]`` of the neighbours of queries with ``features [b, p]``."""
+        assert self._search_space is not None
+        _, idx = self.index.search(self._search_space.apply(features.detach()), self.k)
+        return idx
 
     def _neighbour_features(self, idx: torch.Tensor) -> torch.Tensor:
         """Features of the selected centers ``[b, k, p]``, with autograd where it is needed."""

@@ -2,8 +2,9 @@
 
 faiss is an optional dependency (the ``fast`` extra: ``pip install 'kernelens[fast]'``); it
 is imported when an index is built, never when kernelens is imported. faiss computes in
-float32, so float64 points are rounded for the search only (the kernel computations of a
-layer stay in the layer's dtype).
+float32, so float64 points are rounded for the search only: its candidates are re-ranked by
+the reference distances in the points' dtype (see :class:`~kernelens.sparse.NeighborIndex`),
+and the kernel computations of a layer stay in the layer's dtype.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import torch
 
 from ..._validation import check_positive_int
 from .base import NeighborIndex
-from .exact import TorchExactIndex
 
 __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "import_faiss"]
 
@@ -37,11 +37,33 @@ def _as_faiss(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
 
 
-class FaissFlatIndex(NeighborIndex):
-    """Exact search with faiss ``IndexFlatL2`` (brute force, multi-threaded, float32).
+def _faiss_metric(faiss: ModuleType, metric: str) -> int:
+    return int(faiss.METRIC_L1 if metric == "l1" else faiss.METRIC_L2)
+
+
+class _FaissIndex(NeighborIndex):
+    """Shared by the faiss backends: float32 arithmetic, search of centred points."""
+
+    def backend_eps(self, dtype: torch.dtype) -> float:
+        return float(np.finfo(np.float32).eps)
+
+    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        D, I = self._index.search(_as_faiss(queries), k)
+        return torch.from_numpy(D).to(queries.device), torch.from_numpy(I).to(queries.device)
+
+
+class FaissFlatIndex(_FaissIndex):
+    """Exact search with faiss ``IndexFlat`` (``IndexFlatL2``, or L1; brute force,
+    multi-threaded, float32).
+
+    Args:
+        memory_budget: bytes for the re-ranking and the exact scans (see
+            :class:`~kernelens.sparse.NeighborIndex`).
 
     Build costs one float32 copy of the points; search is ``O(B n p)`` like
-    :class:`TorchExactIndex` but with faiss's blocked kernels.
+    :class:`TorchExactIndex` but with faiss's blocked kernels. Its candidates are re-ranked and
+    proven as every exact backend's are, so it returns the same neighbours as
+    :class:`TorchExactIndex`, to the bit.
     """
 
     name = "faiss"
@@ -49,16 +71,12 @@ class FaissFlatIndex(NeighborIndex):
 
     def _build(self, points: torch.Tensor) -> None:
         faiss = import_faiss()
-        index = faiss.IndexFlatL2(points.shape[1])
+        index = faiss.IndexFlat(points.shape[1], _faiss_metric(faiss, self._metric))
         index.add(_as_faiss(points))
         self._index = index
 
-    def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        D, I = self._index.search(_as_faiss(queries), k)
-        return torch.from_numpy(D).to(queries.device), torch.from_numpy(I).to(queries.device)
 
-
-class FaissHNSWIndex(NeighborIndex):
+class FaissHNSWIndex(_FaissIndex):
     """Approximate search with faiss ``IndexHNSWFlat`` (a hierarchical navigable small-world
     graph): search time grows roughly logarithmically in ``n`` instead of linearly.
 
@@ -66,41 +84,44 @@ class FaissHNSWIndex(NeighborIndex):
     an exact index (benchmarks/sparse.py reports it). Raising ``ef_search`` raises recall and
     search time. Building costs ``O(n log n)`` graph insertions, far more than a flat index:
     avoid HNSW when centers or features are learned (the index is rebuilt after every change).
-    Rows for which the graph returns fewer than ``k`` neighbours are completed by exact search.
+    The graph's ``k + extra`` candidates are re-ranked by the reference distances, ties by the
+    lowest index among them; rows for which the graph returns fewer than ``k`` neighbours are
+    answered by an exact scan.
 
     Args:
         m: graph degree (faiss ``M``); memory grows with it.
         ef_construction: candidate-list size while building.
-        ef_search: candidate-list size while searching (at least ``k`` is used).
+        ef_search: candidate-list size while searching (at least ``k + extra`` is used).
+        memory_budget: bytes for the re-ranking and the exact scans (see
+            :class:`~kernelens.sparse.NeighborIndex`).
     """
 
     name = "hnsw"
     exact = False
 
-    def __init__(self, *, m: int = 32, ef_construction: int = 40, ef_search: int = 64) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        *,
+        m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        memory_budget: int | None = None,
+    ) -> None:
+        super().__init__(memory_budget=memory_budget)
         self.m = check_positive_int(m, "m", minimum=2)
         self.ef_construction = check_positive_int(ef_construction, "ef_construction")
         self.ef_search = check_positive_int(ef_search, "ef_search")
 
     def _build(self, points: torch.Tensor) -> None:
         faiss = import_faiss()
-        index = faiss.IndexHNSWFlat(points.shape[1], self.m)
+        index = faiss.IndexHNSWFlat(points.shape[1], self.m, _faiss_metric(faiss, self._metric))
         index.hnsw.efConstruction = self.ef_construction
         index.add(_as_faiss(points))
         self._index = index
-        self._points = points
 
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         self._index.hnsw.efSearch = max(self.ef_search, k)
-        D, I = self._index.search(_as_faiss(queries), k)
-        d2 = torch.from_numpy(D).to(queries.device)
-        idx = torch.from_numpy(I).to(queries.device)
-        missing = (idx < 0).any(dim=1)
-        if bool(missing.any()):
-            exact = TorchExactIndex().build(self._points)
-            d2[missing], idx[missing] = exact.search(queries[missing], k)
-        return d2, idx
+        return super()._search(queries, k)
 
     def __repr__(self) -> str:
         return (
