@@ -46,6 +46,7 @@ def _projections(model, x, y, k: int) -> list[float]:
     "gntk_initialisation",
     title="Global NTK: initial dynamics constrain which task components are learned",
     area="gntk",
+    full_minutes=2,
 )
 def gntk_initialisation(quick: bool = True) -> Result:
     if quick:

@@ -41,7 +41,12 @@ def _measure(model, x, kind: str, step: int) -> list:
     return [kind, step, S, round(eff, 2), numerical, G.rank_bound(), bound]
 
 
-@register("gntk_low_rank", title="Global NTK: low effective rank of RNN/GRU NTK_S", area="gntk")
+@register(
+    "gntk_low_rank",
+    title="Global NTK: low effective rank of RNN/GRU NTK_S",
+    area="gntk",
+    full_minutes=5,
+)
 def gntk_low_rank(quick: bool = True) -> Result:
     n, steps_t, hidden, train_steps = (8, 12, 8, 20) if quick else (32, 40, 32, 300)
     checkpoints = (0, train_steps) if quick else (0, 100, train_steps)

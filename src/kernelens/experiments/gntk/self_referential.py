@@ -57,6 +57,7 @@ def _step_and_measure(model, x, y, lr: float, k_g: int, k_k: int) -> list[float]
     "gntk_self_referential_bias",
     title="Global NTK: GD state updates lie in the dominant activity modes",
     area="gntk",
+    full_minutes=4,
 )
 def gntk_self_referential_bias(quick: bool = True) -> Result:
     n, steps_t, hidden, train_steps = (8, 12, 8, 10) if quick else (16, 30, 32, 300)

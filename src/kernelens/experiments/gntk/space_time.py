@@ -46,7 +46,12 @@ def _space_time(model, x) -> tuple[list[float], np.ndarray, np.ndarray]:
     return pr, ev_s / ev_s.sum(), ev_t / ev_t.sum()
 
 
-@register("gntk_space_time", title="Global NTK: low rank in space or in time?", area="gntk")
+@register(
+    "gntk_space_time",
+    title="Global NTK: low rank in space or in time?",
+    area="gntk",
+    full_minutes=6,
+)
 def gntk_space_time(quick: bool = True) -> Result:
     n, steps_t, hidden, train_steps = (6, 10, 8, 10) if quick else (8, 30, 16, 300)
     x, y = flip_flop(n, steps_t, CHANNELS, seed=0)

@@ -76,7 +76,10 @@ def _measure(n: int, T: int, d: int, inputs: int, depth: int) -> list:
 
 
 @register(
-    "gntk_transformer_rank", title="Global NTK: low rank NTK_S of self-attention", area="gntk"
+    "gntk_transformer_rank",
+    title="Global NTK: low rank NTK_S of self-attention",
+    area="gntk",
+    full_minutes=1,
 )
 def gntk_transformer_rank(quick: bool = True) -> Result:
     n, inputs, depth = (2, 3, 2) if quick else (8, 4, 2)
