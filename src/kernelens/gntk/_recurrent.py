@@ -209,6 +209,14 @@ class RecurrentSystem:
             acc[:, e, t - 1, layer] += g_prev
         acc[:, e, t, layer - 1, :h] += g_inp
 
+    def _layer_sites(self, k: int):
+        """For each tile of examples and each layer: ``(e, b, layer, cell, prev, inp)`` with
+        the stacked previous states ``[b T, D]`` and layer inputs ``[b T, I_l]`` of its sites."""
+        for e in self._tiles(k):
+            for layer, cell in enumerate(self.cells):
+                prev, inp = self._rows(e, layer)
+                yield e, e.stop - e.start, layer, cell, prev, inp
+
     def p_inverse(self, V: torch.Tensor) -> torch.Tensor:
         """``(dF/ds) V = V - N V``, all (example, time) sites of a layer at once."""
         U = self._blocks(V)
@@ -216,19 +224,15 @@ class RecurrentSystem:
         zero_first = torch.zeros_like(U[:, :, :1])
         U_prev = torch.cat([zero_first, U[:, :, :-1]], dim=2)  # tangent of s_{t-1}
         p = self.params()
-        for e in self._tiles(U.shape[0]):
-            b = e.stop - e.start
-            rows = b * self.T
-            for layer, cell in enumerate(self.cells):
-                prev, inp = self._rows(e, layer)
-                tp = U_prev[:, e, :, layer].reshape(-1, rows, self.D)
-                if layer == 0:
-                    jv = state_jvp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), (tp,))
-                else:
-                    h = self.cells[layer - 1].hidden
-                    ti = U[:, e, :, layer - 1, :h].reshape(-1, rows, h)
-                    jv = state_jvp(lambda s, i, c=cell: c.step(s, i, p), (prev, inp), (tp, ti))
-                out[:, e, :, layer] -= jv.reshape(-1, b, self.T, self.D)
+        for e, b, layer, cell, prev, inp in self._layer_sites(U.shape[0]):
+            tp = U_prev[:, e, :, layer].reshape(-1, b * self.T, self.D)
+            if layer == 0:
+                jv = state_jvp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), (tp,))
+            else:
+                h = self.cells[layer - 1].hidden
+                ti = U[:, e, :, layer - 1, :h].reshape(-1, b * self.T, h)
+                jv = state_jvp(lambda s, i, c=cell: c.step(s, i, p), (prev, inp), (tp, ti))
+            out[:, e, :, layer] -= jv.reshape(-1, b, self.T, self.D)
         return self._flat(out)
 
     def p_inverse_adjoint(self, V: torch.Tensor) -> torch.Tensor:
@@ -236,22 +240,16 @@ class RecurrentSystem:
         U = self._blocks(V)
         out = U.clone()
         p = self.params()
-        for e in self._tiles(U.shape[0]):
-            b = e.stop - e.start
-            rows = b * self.T
-            for layer, cell in enumerate(self.cells):
-                prev, inp = self._rows(e, layer)
-                cot = U[:, e, :, layer].reshape(-1, rows, self.D)
-                if layer == 0:
-                    (g_prev,) = state_vjp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), cot)
-                else:
-                    g_prev, g_inp = state_vjp(
-                        lambda s, i, c=cell: c.step(s, i, p), (prev, inp), cot
-                    )
-                    h = self.cells[layer - 1].hidden
-                    out[:, e, :, layer - 1, :h] -= g_inp.reshape(-1, b, self.T, h)
-                g_prev = g_prev.reshape(-1, b, self.T, self.D)
-                out[:, e, :-1, layer] -= g_prev[:, :, 1:]  # s_{t-1} feeds step t
+        for e, b, layer, cell, prev, inp in self._layer_sites(U.shape[0]):
+            cot = U[:, e, :, layer].reshape(-1, b * self.T, self.D)
+            if layer == 0:
+                (g_prev,) = state_vjp(lambda s, i=inp, c=cell: c.step(s, i, p), (prev,), cot)
+            else:
+                g_prev, g_inp = state_vjp(lambda s, i, c=cell: c.step(s, i, p), (prev, inp), cot)
+                h = self.cells[layer - 1].hidden
+                out[:, e, :, layer - 1, :h] -= g_inp.reshape(-1, b, self.T, h)
+            g_prev = g_prev.reshape(-1, b, self.T, self.D)
+            out[:, e, :-1, layer] -= g_prev[:, :, 1:]  # s_{t-1} feeds step t
         return self._flat(out)
 
     # -- K = (dF/dtheta)(dF/dtheta)^T --------------------------------------------------------
@@ -266,33 +264,26 @@ class RecurrentSystem:
         U = self._blocks(V)
         k = U.shape[0]
         grads = zero_tangents(self.values, k)
-        for e in self._tiles(k):
-            for layer, cell in enumerate(self.cells):
-                prev, inp = self._rows(e, layer)
-                cot = U[:, e, :, layer].reshape(k, -1, self.D)
-
-                def f(theta, c=cell, s=prev, i=inp, fixed=self.fixed):
-                    return c.step(s, i, {**fixed, **theta})
-
-                (g,) = state_vjp(f, (self.values,), cot)
-                for n in grads:
-                    grads[n] += g[n]
+        for e, _, layer, cell, prev, inp in self._layer_sites(k):
+            cot = U[:, e, :, layer].reshape(k, -1, self.D)
+            (g,) = state_vjp(self._immediate_fn(cell, prev, inp), (self.values,), cot)
+            for n in grads:
+                grads[n] += g[n]
         return grads
+
+    def _immediate_fn(self, cell: Cell, prev: torch.Tensor, inp: torch.Tensor):
+        """``theta -> f(s_{t-1}, in_t; theta)`` at fixed states (the immediate dependence)."""
+        fixed = self.fixed
+        return lambda theta: cell.step(prev, inp, {**fixed, **theta})
 
     def immediate_jvp(self, tangents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(dF/dtheta) t`` up to sign for tangents ``{name: [k, *shape]}``: ``[S, k]``."""
         k = next(iter(tangents.values())).shape[0]
         out = torch.zeros(k, self.B, self.T, self.L, self.D, dtype=self.dtype, device=self.device)
-        for e in self._tiles(k):
-            b = e.stop - e.start
-            for layer, cell in enumerate(self.cells):
-                prev, inp = self._rows(e, layer)
-
-                def f(theta, c=cell, s=prev, i=inp, fixed=self.fixed):
-                    return c.step(s, i, {**fixed, **theta})
-
-                jv = state_jvp(f, (self.values,), (dict(tangents),))
-                out[:, e, :, layer] = jv.reshape(k, b, self.T, self.D)
+        for e, b, layer, cell, prev, inp in self._layer_sites(k):
+            f = self._immediate_fn(cell, prev, inp)
+            jv = state_jvp(f, (self.values,), (dict(tangents),))
+            out[:, e, :, layer] = jv.reshape(k, b, self.T, self.D)
         return self._flat(out)
 
     def k_jvp(self, V: torch.Tensor) -> torch.Tensor:
