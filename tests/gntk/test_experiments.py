@@ -58,3 +58,5 @@ def test_quick_mode(name: str) -> None:
     for key in ("**Claim**", "**Ours**", "**Verdict**: inconclusive"):
         assert key in result.summary
     assert all(math.isfinite(v) for v in result.metrics.values())
+    (claim,) = result.claims
+    assert claim.verdict == "inconclusive" and claim.claim and claim.ours in result.summary

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from ...gntk import GlobalNTK
+from ..result import Claim
 
 __all__ = [
     "RecurrentModel",
     "delayed_copy",
+    "finding",
     "flip_flop",
     "fraction_in_span",
     "make_model",
@@ -136,3 +138,12 @@ def verdict(ok: bool, quick: bool) -> str:
     if quick:
         return "inconclusive (quick mode: smoke-test sizes)"
     return "reproduced" if ok else "not reproduced"
+
+
+def finding(claim: str, ours: str, ok: bool, quick: bool) -> tuple[str, list[Claim]]:
+    """The summary ``**Claim** ... **Ours** ... **Verdict**`` and the matching :class:`Claim`
+    (verdict "inconclusive" in quick mode)."""
+    claim, ours = claim.strip(), ours.strip()
+    summary = f"**Claim** (seed 002): {claim} **Ours**: {ours} **Verdict**: {verdict(ok, quick)}."
+    word = "inconclusive" if quick else ("reproduced" if ok else "not reproduced")
+    return summary, [Claim(claim, ours, word, source="seed 002 (The Global Empirical NTK)")]

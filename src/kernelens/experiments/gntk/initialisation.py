@@ -19,7 +19,7 @@ from ...gntk import global_ntk
 from ...linalg import randomized_eigh
 from ..registry import register
 from ..result import Result, Table
-from ._tasks import delayed_copy, make_model, train, verdict
+from ._tasks import delayed_copy, finding, make_model, train
 
 __all__ = ["gntk_initialisation"]
 
@@ -91,10 +91,13 @@ def gntk_initialisation(quick: bool = True) -> Result:
     ax.set(xlabel="projection at init", ylabel="loss / variance after training")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    summary = (
-        "**Claim** (seed 002): the NTK at initialisation biases learning: task components "
+    claim = (
+        "the NTK at initialisation biases learning: task components "
         "with little projection on its top modes are not learned effectively, and the "
-        "initial dynamics (ordered vs chaotic) decide which. **Ours**: over gains "
+        "initial dynamics (ordered vs chaotic) decide which."
+    )
+    ours = (
+        "over gains "
         f"{list(gains)} and delays {list(delays)}, the Spearman correlation between the "
         f"projection on the top-{k} NTK_S modes at initialisation and the learned fraction "
         f"(1 - normalised loss) after {train_steps} gradient-descent steps is {rho:.2f}; the "
@@ -106,12 +109,13 @@ def gntk_initialisation(quick: bool = True) -> Result:
             if within
             else ""
         )
-        + f"**Verdict**: {verdict(ok, quick)}."
     )
+    summary, claims = finding(claim, ours, ok, quick)
     return Result(
         name="gntk_initialisation",
         title="Global NTK: initial dynamics constrain which task components are learned",
         summary=summary,
+        claims=claims,
         tables=[table],
         figures=[("Projection at initialisation vs loss per component", fig)],
         metrics={

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from ...gntk import global_ntk
 from ..registry import register
 from ..result import Result, Table
-from ._tasks import flip_flop, make_model, spectrum_dense, train, verdict
+from ._tasks import finding, flip_flop, make_model, spectrum_dense, train
 
 __all__ = ["gntk_low_rank"]
 
@@ -76,20 +76,24 @@ def gntk_low_rank(quick: bool = True) -> Result:
     ax.set(xlabel="training step", ylabel="rank", yscale="log", title="NTK_S rank vs bound")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    summary = (
-        "**Claim** (seed 002): the Kronecker core bounds rank(NTK_S) by H(H+I+1) for a vanilla "
+    claim = (
+        "the Kronecker core bounds rank(NTK_S) by H(H+I+1) for a vanilla "
         "RNN (H(3I+3H+4) for a GRU), independent of the number of states S, and its effective "
-        f"rank is far lower. **Ours**: with S = {rows[0][2]} states the largest effective rank "
+        "rank is far lower."
+    )
+    ours = (
+        f"with S = {rows[0][2]} states the largest effective rank "
         f"is {max(r[3] for r in rows):.1f} ({100 * tiny:.2f}% of S) against bounds "
         f"{cell_bound('rnn', CHANNELS, hidden)} (RNN) and {cell_bound('gru', CHANNELS, hidden)} "
         f"(GRU); every measured rank is within its bound: {below}. Final training loss "
         f"RNN {losses['rnn'][-1]:.3f}, GRU {losses['gru'][-1]:.3f}. "
-        f"**Verdict**: {verdict(ok, quick)}."
     )
+    summary, claims = finding(claim, ours, ok, quick)
     return Result(
         name="gntk_low_rank",
         title="Global NTK: low effective rank of RNN/GRU NTK_S",
         summary=summary,
+        claims=claims,
         tables=[table],
         figures=[("Effective rank of NTK_S during training; dashed: cell bound", fig)],
         metrics={

@@ -21,7 +21,7 @@ from ...gntk import global_ntk
 from ...linalg import randomized_eigh
 from ..registry import register
 from ..result import Result, Table
-from ._tasks import flip_flop, fraction_in_span, make_model, verdict
+from ._tasks import finding, flip_flop, fraction_in_span, make_model
 
 __all__ = ["gntk_self_referential_bias"]
 
@@ -112,21 +112,25 @@ def gntk_self_referential_bias(quick: bool = True) -> Result:
     ax.set(ylabel="fraction of |dh|^2", ylim=(0, 1.05))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    summary = (
-        "**Claim** (seed 002): gradient descent preferentially changes the states within the "
-        "dominant modes of joint [input; hidden] activity (a self-referential bias). **Ours**: "
+    claim = (
+        "gradient descent preferentially changes the states within the "
+        "dominant modes of joint [input; hidden] activity (a self-referential bias)."
+    )
+    ours = (
         f"over {len(rows)} real SGD steps of an RNN and a GRU, the fraction of the state update "
         f"in the top-{k_g} modes of G is {fg.min():.3f} to {fg.max():.3f} ({per_cell}; a random "
         f"{k_g}-dimensional subspace of the {rows_bt} sites holds {base_g:.3f}), and in the "
         f"top-{k_k} eigenvectors of K {fk.min():.3f} to {fk.max():.3f} (random: {base_k:.3f})"
         f"{'' if finite else ' (some steps gave non-finite updates)'}. The update agrees with "
         f"-lr NTK_S dL/dh to a relative error of at most {max(r[4] for r in rows):.2f} "
-        f"(step size lr = {lr}). **Verdict**: {verdict(ok, quick)}."
+        f"(step size lr = {lr})."
     )
+    summary, claims = finding(claim, ours, ok, quick)
     return Result(
         name="gntk_self_referential_bias",
         title="Global NTK: GD state updates lie in the dominant activity modes",
         summary=summary,
+        claims=claims,
         tables=[table],
         figures=[("Fraction of each state update in the top modes (dotted: random)", fig)],
         metrics={

@@ -20,7 +20,7 @@ from ...gntk import global_ntk
 from ...linalg import participation_ratio
 from ..registry import register
 from ..result import Result, Table
-from ._tasks import flip_flop, make_model, train, verdict
+from ._tasks import finding, flip_flop, make_model, train
 
 __all__ = ["gntk_space_time"]
 
@@ -88,18 +88,23 @@ def gntk_space_time(quick: bool = True) -> Result:
     axes[1].legend(fontsize=6)
     fig.tight_layout()
     which = "; ".join(f"{r[0]} gain {r[1]} {r[2]}: space {r[5]:.2f}, time {r[6]:.2f}" for r in rows)
-    summary = (
-        "**Claim** (seed 002): through the K / P decomposition the NTK of a recurrent model is "
-        "low rank in space or in time depending on its dynamics. **Ours** (participation "
+    claim = (
+        "through the K / P decomposition the NTK of a recurrent model is "
+        "low rank in space or in time depending on its dynamics."
+    )
+    ours = (
+        "(participation "
         f"ratio of the pure space and time kernels as a fraction of H = {hidden} and "
         f"T = {steps_t}): {which}. Lower in space than in time in "
         f"{sum(space_low)} of {len(rows)} settings, so the regime "
-        f"{'does' if ok else 'does not'} decide which. **Verdict**: {verdict(ok, quick)}."
+        f"{'does' if ok else 'does not'} decide which."
     )
+    summary, claims = finding(claim, ours, ok, quick)
     return Result(
         name="gntk_space_time",
         title="Global NTK: low rank in space or in time?",
         summary=summary,
+        claims=claims,
         tables=[table],
         figures=[("Spectra of the space and time partial traces", fig)],
         metrics={

@@ -18,7 +18,7 @@ from torch import nn
 from ...gntk import global_ntk
 from ..registry import register
 from ..result import Result, Table
-from ._tasks import verdict
+from ._tasks import finding
 
 __all__ = ["PreNormTransformer", "gntk_transformer_rank"]
 
@@ -98,18 +98,22 @@ def gntk_transformer_rank(quick: bool = True) -> Result:
     ax.set(xlabel="states S", ylabel="effective rank", title="transformer NTK_S")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    summary = (
-        "**Claim** (seed 002): the NTK over the states of a self-attention transformer is "
-        "structurally constrained to be low rank. **Ours**: over sequence lengths "
+    claim = (
+        "the NTK over the states of a self-attention transformer is "
+        "structurally constrained to be low rank."
+    )
+    ours = (
+        "over sequence lengths "
         f"{list(lengths)} and widths {list(widths)} (S = {rows[0][2]} to "
         f"{max(r[2] for r in rows)} states), the effective rank is at most "
         f"{100 * frac.max():.2f}% of S; it grows like T^{slope:.2f} with the sequence length. "
-        f"**Verdict**: {verdict(ok, quick)}."
     )
+    summary, claims = finding(claim, ours, ok, quick)
     return Result(
         name="gntk_transformer_rank",
         title="Global NTK: low rank NTK_S of self-attention",
         summary=summary,
+        claims=claims,
         tables=[table],
         figures=[("Effective rank of NTK_S against the number of states", fig)],
         metrics={"max effective rank / S": float(frac.max()), "slope in T": slope},
