@@ -14,9 +14,11 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
@@ -29,24 +31,54 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "infinite" / "fixtures"
 def _mlp(act, param, depth=2, width=9):
     layers = []
     for _ in range(depth):
-        layers += [["Dense", {"out_dim": width, "W_std": 1.4, "b_std": 0.3, "parameterization": param}], act]
+        layers += [
+            ["Dense", {"out_dim": width, "W_std": 1.4, "b_std": 0.3, "parameterization": param}],
+            act,
+        ]
         width += 4
     layers.append(["Dense", {"out_dim": 1, "W_std": 1.2, "b_std": 0.1, "parameterization": param}])
     return layers
 
 
 def _residual(param):
-    dense = lambda w: ["Dense", {"out_dim": w, "W_std": 1.3, "b_std": 0.2, "parameterization": param}]  # noqa: E731
-    block = ["serial", [["FanOut", {"num": 2}],
-                        ["parallel", [["serial", [["Relu", {}], dense(11)]], ["Identity", {}]]],
-                        ["FanInSum", {}]]]
+    def dense(w):
+        return [
+            "Dense",
+            {"out_dim": w, "W_std": 1.3, "b_std": 0.2, "parameterization": param},
+        ]
+
+    block = [
+        "serial",
+        [
+            ["FanOut", {"num": 2}],
+            ["parallel", [["serial", [["Relu", {}], dense(11)]], ["Identity", {}]]],
+            ["FanInSum", {}],
+        ],
+    ]
     return [dense(11), block, block, ["Relu", {}], dense(1)]
 
 
 def _cnn(param, head, padding1="SAME", padding2="VALID", strides2=(2, 2)):
-    conv = lambda c, f, s, p: ["Conv", {"out_chan": c, "filter_shape": f, "strides": s, "padding": p,  # noqa: E731
-                                        "W_std": 1.5, "b_std": 0.1, "parameterization": param}]
-    layers = [conv(5, (3, 3), None, padding1), ["Relu", {}], conv(7, (2, 3), strides2, padding2), ["Relu", {}]]
+    def conv(c, f, s, p):
+        return [
+            "Conv",
+            {
+                "out_chan": c,
+                "filter_shape": f,
+                "strides": s,
+                "padding": p,
+                "W_std": 1.5,
+                "b_std": 0.1,
+                "parameterization": param,
+            },
+        ]
+
+    layers = [
+        conv(5, (3, 3), None, padding1),
+        ["Relu", {}],
+        conv(7, (2, 3), strides2, padding2),
+        ["Relu", {}],
+    ]
     layers += head
     layers.append(["Dense", {"out_dim": 1, "W_std": 1.1, "b_std": 0.2, "parameterization": param}])
     return layers
@@ -57,40 +89,113 @@ for p in ("ntk", "standard"):
     CASES[f"mlp_relu_{p}"] = (_mlp(["Relu", {}], p, depth=3), "vector")
     CASES[f"residual_{p}"] = (_residual(p), "vector")
     CASES[f"layernorm_{p}"] = (
-        [["Dense", {"out_dim": 10, "W_std": 1.2, "b_std": 0.4, "parameterization": p}], ["LayerNorm", {}],
-         ["Relu", {}], ["Dense", {"out_dim": 6, "W_std": 0.9, "b_std": 0.1, "parameterization": p}],
-         ["LayerNorm", {"eps": 1e-3}], ["Erf", {}], ["Dense", {"out_dim": 1, "parameterization": p}]], "vector")
+        [
+            ["Dense", {"out_dim": 10, "W_std": 1.2, "b_std": 0.4, "parameterization": p}],
+            ["LayerNorm", {}],
+            ["Relu", {}],
+            ["Dense", {"out_dim": 6, "W_std": 0.9, "b_std": 0.1, "parameterization": p}],
+            ["LayerNorm", {"eps": 1e-3}],
+            ["Erf", {}],
+            ["Dense", {"out_dim": 1, "parameterization": p}],
+        ],
+        "vector",
+    )
     CASES[f"cnn_flatten_{p}"] = (_cnn(p, [["Flatten", {}]]), "image")
     CASES[f"cnn_gap_{p}"] = (_cnn(p, [["GlobalAvgPool", {}]], "CIRCULAR", "SAME", (1, 1)), "image")
 CASES["mlp_erf"] = (_mlp(["Erf", {"a": 0.8, "b": 1.3, "c": 0.1}], "ntk"), "vector")
 CASES["mlp_gelu"] = (_mlp(["Gelu", {}], "ntk"), "vector")
 CASES["mlp_abrelu"] = (_mlp(["ABRelu", {"a": -0.4, "b": 1.2}], "standard"), "vector")
 CASES["mlp_leaky_abs"] = (
-    [["Dense", {"out_dim": 5, "b_std": 0.2}], ["LeakyRelu", {"alpha": 0.2}],
-     ["Dense", {"out_dim": 5, "b_std": 0.2}], ["Abs", {}], ["Dense", {"out_dim": 1}]], "vector")
+    [
+        ["Dense", {"out_dim": 5, "b_std": 0.2}],
+        ["LeakyRelu", {"alpha": 0.2}],
+        ["Dense", {"out_dim": 5, "b_std": 0.2}],
+        ["Abs", {}],
+        ["Dense", {"out_dim": 1}],
+    ],
+    "vector",
+)
 CASES["mlp_dropout"] = (
-    [["Dense", {"out_dim": 5, "W_std": 1.3, "b_std": 0.2}], ["Relu", {}], ["Dropout", {"rate": 0.7}],
-     ["Dense", {"out_dim": 5, "W_std": 1.3, "b_std": 0.2}], ["Relu", {}],
-     ["Dropout", {"rate": 0.5, "mode": "test"}], ["Dense", {"out_dim": 1}]], "vector")
+    [
+        ["Dense", {"out_dim": 5, "W_std": 1.3, "b_std": 0.2}],
+        ["Relu", {}],
+        ["Dropout", {"rate": 0.7}],
+        ["Dense", {"out_dim": 5, "W_std": 1.3, "b_std": 0.2}],
+        ["Relu", {}],
+        ["Dropout", {"rate": 0.5, "mode": "test"}],
+        ["Dense", {"out_dim": 1}],
+    ],
+    "vector",
+)
 CASES["concat"] = (
-    [["Dense", {"out_dim": 6, "b_std": 0.3}], ["FanOut", {"num": 2}],
-     ["parallel", [["serial", [["Relu", {}], ["Dense", {"out_dim": 4, "W_std": 1.5}]]],
-                   ["serial", [["Erf", {}], ["Dense", {"out_dim": 9, "W_std": 0.7, "b_std": 0.5}]]]]],
-     ["FanInConcat", {}], ["Dense", {"out_dim": 1, "b_std": 0.1}]], "vector")
+    [
+        ["Dense", {"out_dim": 6, "b_std": 0.3}],
+        ["FanOut", {"num": 2}],
+        [
+            "parallel",
+            [
+                ["serial", [["Relu", {}], ["Dense", {"out_dim": 4, "W_std": 1.5}]]],
+                ["serial", [["Erf", {}], ["Dense", {"out_dim": 9, "W_std": 0.7, "b_std": 0.5}]]],
+            ],
+        ],
+        ["FanInConcat", {}],
+        ["Dense", {"out_dim": 1, "b_std": 0.1}],
+    ],
+    "vector",
+)
 CASES["cnn_avgpool"] = (
-    [["Conv", {"out_chan": 4, "filter_shape": (3, 3), "padding": "SAME", "b_std": 0.2}], ["Relu", {}],
-     ["AvgPool", {"window_shape": (2, 2), "strides": (2, 2), "padding": "VALID"}],
-     ["Conv", {"out_chan": 4, "filter_shape": (2, 2), "padding": "VALID", "W_std": 1.3}], ["Relu", {}],
-     ["GlobalAvgPool", {}], ["Dense", {"out_dim": 1}]], "image")
+    [
+        ["Conv", {"out_chan": 4, "filter_shape": (3, 3), "padding": "SAME", "b_std": 0.2}],
+        ["Relu", {}],
+        ["AvgPool", {"window_shape": (2, 2), "strides": (2, 2), "padding": "VALID"}],
+        ["Conv", {"out_chan": 4, "filter_shape": (2, 2), "padding": "VALID", "W_std": 1.3}],
+        ["Relu", {}],
+        ["GlobalAvgPool", {}],
+        ["Dense", {"out_dim": 1}],
+    ],
+    "image",
+)
 CASES["cnn_avgpool_same_flatten"] = (
-    [["Conv", {"out_chan": 4, "filter_shape": (3, 3), "padding": "VALID", "b_std": 0.2}], ["Relu", {}],
-     ["AvgPool", {"window_shape": (3, 2), "strides": (2, 1), "padding": "SAME"}],
-     ["Conv", {"out_chan": 4, "filter_shape": (2, 2), "padding": "CIRCULAR", "W_std": 1.3, "b_std": 0.1}],
-     ["Relu", {}], ["GlobalAvgPool", {}], ["Dense", {"out_dim": 1}]], "image")
+    [
+        ["Conv", {"out_chan": 4, "filter_shape": (3, 3), "padding": "VALID", "b_std": 0.2}],
+        ["Relu", {}],
+        ["AvgPool", {"window_shape": (3, 2), "strides": (2, 1), "padding": "SAME"}],
+        [
+            "Conv",
+            {
+                "out_chan": 4,
+                "filter_shape": (2, 2),
+                "padding": "CIRCULAR",
+                "W_std": 1.3,
+                "b_std": 0.1,
+            },
+        ],
+        ["Relu", {}],
+        ["GlobalAvgPool", {}],
+        ["Dense", {"out_dim": 1}],
+    ],
+    "image",
+)
 CASES["cnn1d"] = (
-    [["Conv", {"out_chan": 4, "filter_shape": (3,), "padding": "SAME", "b_std": 0.2}], ["Gelu", {}],
-     ["Conv", {"out_chan": 6, "filter_shape": (2,), "strides": (2,), "padding": "VALID", "W_std": 1.3}],
-     ["Relu", {}], ["Flatten", {}], ["Dense", {"out_dim": 1, "b_std": 0.3}]], "seq")
+    [
+        ["Conv", {"out_chan": 4, "filter_shape": (3,), "padding": "SAME", "b_std": 0.2}],
+        ["Gelu", {}],
+        [
+            "Conv",
+            {
+                "out_chan": 6,
+                "filter_shape": (2,),
+                "strides": (2,),
+                "padding": "VALID",
+                "W_std": 1.3,
+            },
+        ],
+        ["Relu", {}],
+        ["Flatten", {}],
+        ["Dense", {"out_dim": 1, "b_std": 0.3}],
+    ],
+    "seq",
+)
 
 
 def _nt_layer(spec):

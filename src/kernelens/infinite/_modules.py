@@ -26,75 +26,91 @@ __all__ = [
 ]
 
 
+class _ConstantBias(nn.Module):
+    """``b_std * b`` written as a bias-free ``nn.Linear`` / ``nn.Conv`` acting on a constant
+    input ``b_std``, so that the NTK engine's structured (Kronecker) route covers it and the
+    gradient with respect to ``b`` is ``b_std`` (the NTK parameterisation)."""
+
+    def __init__(self, b: torch.Tensor, b_std: float, d: int) -> None:
+        super().__init__()
+        self.b_std, self.d = b_std, d
+        n = b.shape[0]
+        if d == 0:
+            self.lin = nn.Linear(1, n, bias=False, dtype=b.dtype)
+        else:
+            conv = nn.Conv1d if d == 1 else nn.Conv2d
+            self.lin = conv(1, n, (1,) * d, bias=False, dtype=b.dtype)
+        with torch.no_grad():
+            self.lin.weight.copy_(b.reshape(self.lin.weight.shape))
+
+    def forward(self, like: torch.Tensor) -> torch.Tensor:
+        ones = like.new_full((like.shape[0], 1, *like.shape[2:]), self.b_std)
+        return self.lin(ones)
+
+
 class AffineDense(nn.Module):
     """``z = W_std / sqrt(n) x W^T + b_std b`` with ``W, b ~ N(0, 1)`` (``"ntk"``) or
-    ``z = x W^T + b`` with ``W ~ N(0, W_std^2 / n)``, ``b ~ N(0, b_std^2)`` (``"standard"``)."""
+    ``z = x W^T + b`` with ``W ~ N(0, W_std^2 / n)``, ``b ~ N(0, b_std^2)`` (``"standard"``).
+    Built from ``nn.Linear`` so that ``empirical_ntk`` uses its structured route."""
 
     def __init__(self, n_in, n_out, W_std, b_std, parameterization, gen, dtype):
         super().__init__()
-        self.parameterization = parameterization
         w = torch.randn(n_out, n_in, generator=gen, dtype=dtype)
         b = None if b_std is None else torch.randn(n_out, generator=gen, dtype=dtype)
-        if parameterization == "ntk":
-            self.w_scale, self.b_scale = W_std / math.sqrt(n_in), b_std
-        else:
-            w = w * (W_std / math.sqrt(n_in))
-            b = None if b is None else b * b_std
-            self.w_scale, self.b_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w)
-        self.bias = None if b is None else nn.Parameter(b)
+        standard = parameterization == "standard"
+        self.scale = 1.0 if standard else W_std / math.sqrt(n_in)
+        self.linear = nn.Linear(n_in, n_out, bias=standard and b is not None, dtype=dtype)
+        self.bias = None
+        with torch.no_grad():
+            self.linear.weight.copy_(w * (W_std / math.sqrt(n_in)) if standard else w)
+            if standard and b is not None:
+                self.linear.bias.copy_(b * b_std)
+        if not standard and b is not None:
+            self.bias = _ConstantBias(b, b_std, 0)
 
     def forward(self, x):
-        out = F.linear(x, self.weight) * self.w_scale
+        out = self.linear(x * self.scale if self.scale != 1.0 else x)
         if self.bias is not None:
-            out = out + self.b_scale * self.bias
+            out = out + self.bias(out)
         return out
 
 
 class AffineConv(nn.Module):
     """Convolution with the same two parameterisations (fan-in ``C * prod(filter)``); padding
-    ``"SAME"`` pads zeros as XLA does (extra on the high side), ``"CIRCULAR"`` wraps."""
+    ``"SAME"`` pads zeros as XLA does (extra on the high side), ``"CIRCULAR"`` wraps. Built from
+    ``nn.Conv1d`` / ``nn.Conv2d`` (structured NTK route)."""
 
-    def __init__(
-        self,
-        shape,
-        n_out,
-        filter_shape,
-        strides,
-        padding,
-        W_std,
-        b_std,
-        parameterization,
-        gen,
-        dtype,
-    ):
+    def __init__(self, shape, n_out, filter_shape, strides, padding, W_std, b_std,
+                 parameterization, gen, dtype):  # fmt: skip
         super().__init__()
         c = shape[0]
-        self.d = len(filter_shape)
-        self.strides = tuple(strides)
+        d = len(filter_shape)
         self.padding = padding
-        pads = pad_amounts(tuple(shape[1:]), tuple(filter_shape), self.strides, padding)
+        pads = pad_amounts(tuple(shape[1:]), tuple(filter_shape), tuple(strides), padding)
         self.pad = [p for lo_hi in reversed(pads) for p in lo_hi]  # F.pad: last axis first
         fan_in = c * math.prod(filter_shape)
         w = torch.randn(n_out, c, *filter_shape, generator=gen, dtype=dtype)
         b = None if b_std is None else torch.randn(n_out, generator=gen, dtype=dtype)
-        if parameterization == "ntk":
-            self.w_scale, self.b_scale = W_std / math.sqrt(fan_in), b_std
-        else:
-            w = w * (W_std / math.sqrt(fan_in))
-            b = None if b is None else b * b_std
-            self.w_scale, self.b_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w)
-        self.bias = None if b is None else nn.Parameter(b)
+        standard = parameterization == "standard"
+        self.scale = 1.0 if standard else W_std / math.sqrt(fan_in)
+        conv = nn.Conv1d if d == 1 else nn.Conv2d
+        self.conv = conv(c, n_out, tuple(filter_shape), stride=tuple(strides),
+                         bias=standard and b is not None, dtype=dtype)  # fmt: skip
+        self.bias = None
+        with torch.no_grad():
+            self.conv.weight.copy_(w * (W_std / math.sqrt(fan_in)) if standard else w)
+            if standard and b is not None:
+                self.conv.bias.copy_(b * b_std)
+        if not standard and b is not None:
+            self.bias = _ConstantBias(b, b_std, d)
 
     def forward(self, x):
         if any(self.pad):
             mode = "circular" if self.padding == "CIRCULAR" else "constant"
             x = F.pad(x, self.pad, mode=mode)
-        conv = F.conv1d if self.d == 1 else F.conv2d
-        out = conv(x, self.weight, stride=self.strides) * self.w_scale
+        out = self.conv(x * self.scale if self.scale != 1.0 else x)
         if self.bias is not None:
-            out = out + self.b_scale * self.bias.reshape(-1, *([1] * self.d))
+            out = out + self.bias(out)
         return out
 
 

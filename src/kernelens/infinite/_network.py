@@ -12,6 +12,7 @@ from .._memory import element_size, resolve_memory_budget
 from .._progress import progress
 from .._validation import as_tensor
 from ._state import KernelState, input_state
+from .layers import InfiniteWidthError
 
 __all__ = ["KERNEL_NAMES", "monte_carlo_kernel", "network_kernel"]
 
@@ -60,12 +61,12 @@ def _check_x(net, x1, x2):
     shape = tuple(x1.shape[1:])
     out = net.out_shape(shape)
     if isinstance(out, list):
-        raise ValueError(
+        raise InfiniteWidthError(
             f"the network ends with {len(out)} streams; join them with FanInSum() or "
             "FanInConcat() so that it has one output."
         )
     if len(out) != 1:
-        raise ValueError(
+        raise InfiniteWidthError(
             f"the network's output [N, *{out}] keeps spatial axes; end it with Flatten() or "
             "GlobalAvgPool() (then a Dense readout) to get one kernel value per pair."
         )
@@ -132,6 +133,8 @@ def network_kernel(net, x1, x2=None, get=("nngp", "ntk"), *, memory_budget=None)
         _check_output(state)
         for name in names:
             block = getattr(state, name)
+            if x2 is None and i == j:  # exact symmetry: mirror the upper triangle
+                block = block.triu() + block.triu(1).T
             out[name][i : i + a.shape[0], j : j + block.shape[1]] = block
             if x2 is None and i != j:
                 out[name][j : j + block.shape[1], i : i + a.shape[0]] = block.T
