@@ -759,8 +759,9 @@ class LayerNorm(Layer):
         if 1 not in norm:
             raise InfiniteWidthError(
                 f"{self!r} on inputs [N, *{shape}] does not normalise over the channel axis 1: "
-                "per-channel statistics over a finite set of positions (instance normalisation) "
-                "stay random as the width grows, so there is no deterministic kernel limit. "
+                "the limit of per-channel statistics over the positions (instance normalisation) is "
+                "an expectation over a channel's whole spatial Gaussian field (dimension H*W), "
+                "with no closed form; kernelens does not compute it. "
                 "Normalise over axis=1 (per position) or over all of (1, 2, ...) (per example)."
             )
         spatial = [a for a in norm if a > 1]
