@@ -210,7 +210,13 @@ def main(argv=None) -> None:
             "(shared machine; see the load average below): ratios are more meaningful than "
             "absolute times.\n\n" + table
         )
-        record(f"infinite: analytic kernels vs neural-tangents (scale {args.scale:g})", body)
+        title = f"infinite: analytic kernels vs neural-tangents (scale {args.scale:g}"
+        if args.nt_memory_limit_gb:
+            title += f", neural-tangents limited to {args.nt_memory_limit_gb:g} GiB"
+        budget = os.environ.get("KERNELENS_MEMORY_BUDGET")
+        if budget:
+            title += f", KERNELENS_MEMORY_BUDGET={budget}"
+        record(title + ")", body)
 
 
 if __name__ == "__main__":

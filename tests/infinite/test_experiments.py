@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 
 from kernelens.experiments import registry
-from kernelens.experiments.infinite import architecture, dropout, normalisation, smoothness
+from kernelens.experiments.infinite import (
+    architecture,
+    dropout,
+    finite,
+    normalisation,
+    pca,
+    smoothness,
+)
 
 FAST = {
     "dropout_kernel_factor": dropout.dropout_kernel_factor,
@@ -17,6 +24,8 @@ FAST = {
 SLOW = {
     "activation_smoothness": smoothness.activation_smoothness,
     "ordered_chaotic": architecture.ordered_chaotic,
+    "pca_learning_speed": pca.pca_learning_speed,
+    "finite_vs_infinite": finite.finite_vs_infinite,
 }
 
 

@@ -44,22 +44,23 @@ def _axes(batch_ndim: int, d: int, k: int, diagonal: bool) -> tuple[int, ...]:
 
 
 def _pad(cov, pads, padding, batch_ndim, d, diagonal):
+    if all(lo == hi == 0 for lo, hi in pads):
+        return cov
+    if padding == "CIRCULAR":
+        for k, (lo, hi) in enumerate(pads):
+            for ax in _axes(batch_ndim, d, k, diagonal):
+                n = cov.shape[ax]
+                cov = cov.index_select(ax, torch.arange(-lo, n + hi, device=cov.device) % n)
+        return cov
+    # zero padding: one allocation, the interior copied in once
+    shape, interior = list(cov.shape), [slice(None)] * cov.ndim
     for k, (lo, hi) in enumerate(pads):
-        if lo == hi == 0:
-            continue
         for ax in _axes(batch_ndim, d, k, diagonal):
-            n = cov.shape[ax]
-            if padding == "CIRCULAR":
-                idx = torch.arange(-lo, n + hi, device=cov.device) % n
-                cov = cov.index_select(ax, idx)
-            else:
-                shape = list(cov.shape)
-                shape[ax] = lo
-                before = cov.new_zeros(shape)
-                shape[ax] = hi
-                after = cov.new_zeros(shape)
-                cov = torch.cat([before, cov, after], dim=ax)
-    return cov
+            interior[ax] = slice(lo, lo + cov.shape[ax])
+            shape[ax] = cov.shape[ax] + lo + hi
+    out = cov.new_zeros(shape)
+    out[tuple(interior)] = cov
+    return out
 
 
 def _out_sizes(sizes, window, strides):
