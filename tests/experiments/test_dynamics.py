@@ -16,3 +16,19 @@ def test_data_geometry_quick():
     assert m["tight interpolant range"] > m["separated interpolant range"]
     assert "Claim" in r.summary and "Verdict" in r.summary
     assert all(math.isfinite(v) for v in m.values())
+
+
+def test_spectrum_speed_uses_the_dynamics_prediction():
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from kernelens.experiments.ntk import _data, _run
+
+    X, y = _data(30)
+    r = _run(nn.Tanh, X, y, width=256, steps=40)
+    # gradient_descent_mse's per-mode factors are (1 - eta lambda_k / N)^t
+    closed = np.abs(1 - r["lr"] * r["evals"] / 30) ** 40
+    np.testing.assert_allclose(r["predicted"], closed, rtol=1e-8, atol=1e-14)
+    assert r["output_gap"] < 0.1
+    torch.testing.assert_close(torch.tensor(r["factors"][0]), torch.ones(30, dtype=torch.float64))
