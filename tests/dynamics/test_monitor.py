@@ -155,10 +155,13 @@ def test_wide_small_step_is_lazy_and_narrow_large_step_is_not():
         ({"deviation": 0.5, "val_loss": 2.0, "lin_val_loss": 1.0}, "overfitting"),
         ({"deviation": 0.5, "val_loss": 1.05, "lin_val_loss": 1.0}, "inconclusive"),
         ({"deviation": 0.5, "val_loss": math.nan, "lin_val_loss": math.nan}, "inconclusive"),
+        # both fitted to below the floor (1e-3 x initial 1.0): equal, not underfitting
+        ({"deviation": 0.5, "train_loss": 1e-6, "lin_train_loss": 1e-9}, "inconclusive"),
     ],
 )
 def test_verdict_rules(numbers, verdict):
     n = {"train_loss": 0.1, "lin_train_loss": 0.1, "val_loss": 1.0, "lin_val_loss": 1.0}
+    n["initial_train_loss"] = 1.0
     n.update(numbers)
     got, reason = _decide(n, 0.1, 0.1)
     assert got == verdict and got in VERDICTS and reason

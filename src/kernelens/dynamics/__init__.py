@@ -9,7 +9,7 @@ for the user's own training loop (:class:`TrainingMonitor`) and a verdict on the
 against saliency (:func:`saliency_vs_ntk_diagonal`). See docs/dynamics.md.
 """
 
-from .diagnose import DEVIATION_LAZY, LOSS_MARGIN, VERDICTS, Diagnosis, diagnose
+from .diagnose import DEVIATION_LAZY, LOSS_FLOOR, LOSS_MARGIN, VERDICTS, Diagnosis, diagnose
 from .ensemble import EnsemblePredictor, Gaussian, gradient_descent_mse_ensemble
 from .linearize import LinearizedModel, linearize
 from .monitor import TrainingMonitor, centered_alignment, kernel_distance, mse
@@ -19,6 +19,7 @@ from .saliency import SaliencyNTK, ntk_diagonal, saliency_vs_ntk_diagonal
 
 __all__ = [
     "DEVIATION_LAZY",
+    "LOSS_FLOOR",
     "LOSS_MARGIN",
     "VERDICTS",
     "Diagnosis",

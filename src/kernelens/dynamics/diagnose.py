@@ -13,6 +13,8 @@ trained in step with it (source document 001, "From Dynamics to Diagnosis"):
   ``(1 + LOSS_MARGIN)`` times the linearised one;
 * ``"inconclusive"``: it deviates but the validation losses agree within the margin, or there
   is no validation set to tell feature learning from overfitting.
+
+Losses below ``LOSS_FLOOR`` times the initial training loss are compared as equal.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 from .._validation import check_positive, check_positive_int
 from .monitor import TrainingMonitor, mse
 
-__all__ = ["DEVIATION_LAZY", "LOSS_MARGIN", "VERDICTS", "Diagnosis", "diagnose"]
+__all__ = ["DEVIATION_LAZY", "LOSS_FLOOR", "LOSS_MARGIN", "VERDICTS", "Diagnosis", "diagnose"]
 
 VERDICTS = ("lazy", "feature_learning", "overfitting", "underfitting", "inconclusive")
 #: Relative output deviation (RMS of real minus linearised outputs over the RMS initial
@@ -41,6 +43,9 @@ VERDICTS = ("lazy", "feature_learning", "overfitting", "underfitting", "inconclu
 DEVIATION_LAZY = 0.1
 #: Relative loss difference that counts as better / worse (10 %).
 LOSS_MARGIN = 0.1
+#: Losses below this fraction of the initial training loss count as equal (both fitted):
+#: comparing 1e-9 with 1e-8 would otherwise read round-off as a verdict.
+LOSS_FLOOR = 1e-3
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Diagnosis:
         reason: one sentence saying which rule decided.
         numbers: final deviation, kernel distance, parameter distance, alignment (initial and
             final), and the real and linearised train / validation losses.
-        thresholds: ``{"deviation_lazy": ..., "loss_margin": ...}``.
+        thresholds: ``{"deviation_lazy": ..., "loss_margin": ..., "loss_floor": ...}``.
         history: the monitor's history.
     """
 
@@ -108,7 +113,13 @@ def _finite(v: float) -> bool:
 
 
 def _decide(n: dict[str, float], dev_lazy: float, margin: float) -> tuple[str, str]:
-    tr, ltr, va, lva = n["train_loss"], n["lin_train_loss"], n["val_loss"], n["lin_val_loss"]
+    floor = LOSS_FLOOR * n.get("initial_train_loss", 0.0)
+
+    def lift(v: float) -> float:
+        return max(v, floor) if _finite(v) else v
+
+    tr, ltr = lift(n["train_loss"]), lift(n["lin_train_loss"])
+    va, lva = lift(n["val_loss"]), lift(n["lin_val_loss"])
     if not _finite(tr):
         return "underfitting", "the real training loss is not finite (training diverged)"
     if _finite(n["deviation"]) and n["deviation"] < dev_lazy and _finite(ltr):
@@ -146,6 +157,7 @@ def _numbers(h: dict[str, list[float]]) -> dict[str, float]:
         "lin_val_loss",
     )
     out = {k: float(h[k][-1]) for k in keys}
+    out["initial_train_loss"] = float(h["train_loss"][0])
     out["alignment_initial"] = float(h["kernel_alignment"][0])
     out["alignment_final"] = float(h["kernel_alignment"][-1])
     out["steps"] = float(h["step"][-1])
@@ -263,6 +275,6 @@ def diagnose(
         verdict,
         reason,
         numbers,
-        {"deviation_lazy": dev, "loss_margin": margin},
+        {"deviation_lazy": dev, "loss_margin": margin, "loss_floor": LOSS_FLOOR},
         {k: list(v) for k, v in mon.history.items()},
     )

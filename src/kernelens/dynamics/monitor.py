@@ -3,6 +3,7 @@ own training loop, and record how far the two drift apart."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -167,12 +168,16 @@ class TrainingMonitor:
                     )
                 params.append(lin[name])
             groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params})
+        cls = type(optimizer)
+        accepted = inspect.signature(cls.__init__).parameters
+        # required constructor arguments (e.g. a custom optimiser's lr) from its defaults
+        kwargs = {k: v for k, v in optimizer.defaults.items() if k in accepted and k != "params"}
         try:
-            return type(optimizer)(groups)
+            return cls(groups, **kwargs)
         except TypeError as exc:
             raise TypeError(
-                f"could not clone {type(optimizer).__name__} from its parameter groups ({exc}); "
-                "the monitor needs an optimizer class constructible as cls(param_groups)."
+                f"could not clone {cls.__name__} from its parameter groups ({exc}); the monitor "
+                "needs an optimizer class constructible as cls(param_groups, **defaults)."
             ) from exc
 
     def _sync(self, optimizer: torch.optim.Optimizer) -> None:
