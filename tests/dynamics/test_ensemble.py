@@ -83,3 +83,26 @@ def test_plain_callable_and_errors():
         gradient_descent_mse_ensemble(3, X_TRAIN, Y)
     with pytest.raises(ValueError, match="rows"):
         gradient_descent_mse_ensemble(src, X_TRAIN, Y[:-1])(1.0)
+
+
+@pytest.mark.parametrize("arch", ["relu2", "relu3"])
+def test_with_a_kernelens_infinite_network(arch):
+    """The same predictions from the analytic kernels of kernelens.infinite (the stax
+    architectures the fixtures were generated with)."""
+    import kernelens.infinite as inf
+
+    depth, width, w_std, b_std = FIX[f"{arch}_spec"]
+    layers = []
+    for _ in range(int(depth)):
+        layers += [inf.Dense(int(width), W_std=float(w_std), b_std=float(b_std)), inf.Relu()]
+    net = inf.serial(*layers, inf.Dense(Y.shape[1], W_std=float(w_std), b_std=float(b_std)))
+    ens = gradient_descent_mse_ensemble(net, X_TRAIN, Y, learning_rate=2.5, diag_reg=1e-4)
+    times = torch.tensor(FIX["times"])
+    for get in ("nngp", "ntk"):
+        key = f"{arch}_lr2.5_reg0.0001_{get}"
+        g = ens(times, X_TEST, get, compute_cov=True)
+        assert _rel(g.mean, FIX[f"{key}_test_t_mean"]) < 1e-9
+        assert _rel(g.covariance, FIX[f"{key}_test_t_cov"]) < 1e-9
+        g = ens(None, X_TEST, get, compute_cov=True)
+        assert _rel(g.mean, FIX[f"{key}_test_inf_mean"]) < 1e-9
+        assert _rel(g.covariance, FIX[f"{key}_test_inf_cov"]) < 1e-9

@@ -32,3 +32,13 @@ def test_spectrum_speed_uses_the_dynamics_prediction():
     np.testing.assert_allclose(r["predicted"], closed, rtol=1e-8, atol=1e-14)
     assert r["output_gap"] < 0.1
     torch.testing.assert_close(torch.tensor(r["factors"][0]), torch.ones(30, dtype=torch.float64))
+
+
+def test_universality_quick():
+    r = run_experiment("dynamics_universality", quick=True)
+    rows = r.tables[0].rows
+    for target in {row[0] for row in rows}:
+        errs = [row[2] for row in rows if row[0] == target]
+        assert errs[-1] < errs[0]  # more points, smaller sup error
+    assert all(v < 0.1 for k, v in r.metrics.items() if "sup error" in k)
+    assert "Claim" in r.summary and "Verdict" in r.summary
