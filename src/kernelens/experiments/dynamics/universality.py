@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from ... import infinite as inf
