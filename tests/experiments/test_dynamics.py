@@ -42,3 +42,11 @@ def test_universality_quick():
         assert errs[-1] < errs[0]  # more points, smaller sup error
     assert all(v < 0.1 for k, v in r.metrics.items() if "sup error" in k)
     assert "Claim" in r.summary and "Verdict" in r.summary
+
+
+def test_saliency_quick():
+    r = run_experiment("dynamics_saliency", quick=True)
+    rows = r.tables[0].rows
+    assert [row[0] for row in rows] == ["initialisation", "trained"]
+    assert all(-1 <= row[1] <= 1 and -1 <= row[2] <= 1 for row in rows)
+    assert r.figures and "Verdict" in r.summary

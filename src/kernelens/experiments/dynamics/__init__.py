@@ -1,6 +1,6 @@
 """Experiments of kernelens.dynamics (source document 001): data geometry, training diagnosis,
 universality, NTK diagonal vs saliency, quantum error-correction decoders."""
 
-from . import geometry, universality
+from . import geometry, saliency, universality
 
-__all__ = ["geometry", "universality"]
+__all__ = ["geometry", "saliency", "universality"]
