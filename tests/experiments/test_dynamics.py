@@ -50,3 +50,24 @@ def test_saliency_quick():
     assert [row[0] for row in rows] == ["initialisation", "trained"]
     assert all(-1 <= row[1] <= 1 and -1 <= row[2] <= 1 for row in rows)
     assert r.figures and "Verdict" in r.summary
+
+
+def test_qec_quick():
+    import pytest
+
+    pytest.importorskip("stim")
+    pytest.importorskip("pymatching")
+    from kernelens.experiments.dynamics.qec import wilson_interval
+
+    lo, hi = wilson_interval(5, 100)
+    assert lo < 0.05 < hi and 0 <= lo and hi <= 1
+    r = run_experiment("dynamics_qec", quick=True)
+    rows = r.tables[0].rows
+    assert {row[3] for row in rows} >= {"matching", "NTK analytic", "no correction"}
+    for row in rows:
+        assert 0 <= row[5] <= row[4] <= row[6] <= 1
+    # matching, the standard decoder, beats no correction on every setting
+    for code in {row[0] for row in rows}:
+        rate = {row[3]: row[4] for row in rows if row[0] == code}
+        assert rate["matching"] < rate["no correction"]
+    assert "Verdict" in r.summary
