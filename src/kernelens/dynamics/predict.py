@@ -206,11 +206,11 @@ class MSEPredictor:
         coef = eig.evecs.T @ self._to_modes(rhs)  # [P, C]
         train = test = None
         if f0 is not None:
-            d = torch.einsum("pk,tk,kc->tpc", eig.evecs, rm1, coef)
+            d = eig.evecs @ (rm1[:, :, None] * coef[None])  # [T, P, C]
             train = f0 + self._from_modes(d, self._y2.shape[0])
             train = train.reshape(*t_shape, *train.shape[1:])
         if g0 is not None:
-            d = torch.einsum("mp,pk,tk,kc->tmc", as_2d_kernel(kt), eig.evecs, inv, coef)
+            d = (as_2d_kernel(kt) @ eig.evecs) @ (inv[:, :, None] * coef[None])  # [T, M, C]
             test = g0 + self._from_modes(d, kt.shape[0])
             test = test.reshape(*t_shape, *test.shape[1:])
         return self._pack(train, test, f0, g0)
