@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from kernelens.experiments import run_experiment
 
 
@@ -53,8 +55,6 @@ def test_saliency_quick():
 
 
 def test_qec_quick():
-    import pytest
-
     pytest.importorskip("stim")
     pytest.importorskip("pymatching")
     from kernelens.experiments.dynamics.qec import wilson_interval
@@ -70,4 +70,44 @@ def test_qec_quick():
     for code in {row[0] for row in rows}:
         rate = {row[3]: row[4] for row in rows if row[0] == code}
         assert rate["matching"] < rate["no correction"]
+    assert "Verdict" in r.summary
+
+
+def test_spiked_sgd_clone_keeps_the_bug():
+    import torch
+
+    from kernelens.dynamics import TrainingMonitor, mse
+    from kernelens.experiments.dynamics._nets import ntk_mlp
+    from kernelens.experiments.dynamics.diagnosis import SpikedSGD
+
+    model = ntk_mlp(3, 8, depth=1)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    y = torch.randn(6, 1, dtype=torch.float64)
+    opt = SpikedSGD(model.parameters(), lr=0.01, spike=100.0)
+    mon = TrainingMonitor(model, x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    mse(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    mon.step(opt, x, y)
+    for p, b, g in zip(model.parameters(), before, grads):
+        torch.testing.assert_close(p.detach(), b - 1.0 * g)  # lr x spike on step 1
+    assert isinstance(mon._opt, SpikedSGD) and mon._opt.param_groups[0]["spike"] == 100.0
+    assert opt.param_groups[0]["lr"] == 0.01  # restored after the spike
+
+
+@pytest.mark.slow
+def test_diagnosis_quick():
+    r = run_experiment("dynamics_diagnosis", quick=True)
+    rows = r.tables[0].rows
+    assert len(rows) == 4 and {row[3] for row in rows} <= {
+        "lazy",
+        "feature_learning",
+        "overfitting",
+        "underfitting",
+        "inconclusive",
+    }
+    lazy = next(row for row in rows if row[2] == "lazy")
+    assert lazy[3] == "lazy"
     assert "Verdict" in r.summary
