@@ -103,10 +103,15 @@ def _data(name: str, quick: bool):
     return x / scale, y, xt[:n_val] / scale, yt[:n_val]
 
 
+#: Quick mode divides the data size, width and steps by these factors (floors 16, 16, 30).
+QUICK_SHRINK = (2, 4, 5)
+
+
 def _run(regime: Regime, x, y, xv, yv, quick: bool):
-    n = regime.n_train if not quick else max(16, regime.n_train // 2)
-    width = regime.width if not quick else max(16, regime.width // 2)
-    steps = regime.steps if not quick else max(40, regime.steps // 3)
+    n, width, steps = regime.n_train, regime.width, regime.steps
+    if quick:
+        a, b, c = QUICK_SHRINK
+        n, width, steps = max(16, n // a), max(16, width // b), max(30, steps // c)
     x, y = x[:n], y[:n].clone()
     if regime.noise:
         g = torch.Generator().manual_seed(5)
