@@ -139,3 +139,23 @@ def test_wide_network_tracks_the_prediction():
     narrow, wide = _tracking_error(32), _tracking_error(1024)
     assert wide < 0.02
     assert wide < narrow
+
+
+def test_double_backward_route_equals_forward_mode():
+    """The fallback for ops without forward-mode AD gives the same product and gradient."""
+    from torch.func import functional_call
+
+    from kernelens.ntk._param_jvp import _by_double_backward, linear_jvp
+
+    torch.manual_seed(0)
+    model = mlp()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    base = {n: p.detach() for n, p in model.named_parameters()}
+    tan = {n: torch.randn_like(p, requires_grad=True) for n, p in base.items()}
+    _, a = linear_jvp(model, x, base, tan)
+    _, b = _by_double_backward(lambda s: functional_call(model, s, (x,)), base, tan)
+    torch.testing.assert_close(a, b)
+    ga = torch.autograd.grad(a.sum(), list(tan.values()))
+    gb = torch.autograd.grad(b.sum(), list(tan.values()))
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v)
