@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kernelens.dynamics import gradient_descent_mse, linearize
+from kernelens.experiments.dynamics._nets import ntk_mlp
 from kernelens.ntk import empirical_ntk, vjp
 
 
@@ -100,22 +101,7 @@ def test_rejects_random_modules():
 
 
 def _ntk_mlp(width: int) -> nn.Module:
-    torch.manual_seed(0)
-
-    class Scaled(nn.Module):
-        def __init__(self, a, b):
-            super().__init__()
-            self.lin = nn.Linear(a, b)
-            nn.init.normal_(self.lin.weight)
-            nn.init.normal_(self.lin.bias, std=0.1)
-            self.s = a**-0.5
-
-        def forward(self, x):
-            return self.lin(x * self.s)
-
-    return nn.Sequential(
-        Scaled(3, width), nn.Tanh(), Scaled(width, width), nn.Tanh(), Scaled(width, 1)
-    ).double()
+    return ntk_mlp(3, width, 1, depth=2, act=nn.Tanh, seed=0)
 
 
 def _tracking_error(width: int, steps: int = 60, lr: float = 0.5) -> float:

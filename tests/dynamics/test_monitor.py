@@ -19,6 +19,7 @@ from kernelens.dynamics import (
 )
 from kernelens.dynamics.diagnose import _decide
 from kernelens.dynamics.monitor import HISTORY_KEYS
+from kernelens.experiments.dynamics._nets import ntk_mlp
 from kernelens.ntk import empirical_ntk
 
 
@@ -27,23 +28,8 @@ def net(width=16):
     return nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, 1)).double()
 
 
-class Scaled(nn.Module):
-    """NTK parameterisation: N(0, 1) weights, inputs scaled by fan_in^-1/2."""
-
-    def __init__(self, a, b):
-        super().__init__()
-        self.lin = nn.Linear(a, b)
-        nn.init.normal_(self.lin.weight)
-        nn.init.normal_(self.lin.bias, std=0.1)
-        self.s = a**-0.5
-
-    def forward(self, x):
-        return self.lin(x * self.s)
-
-
 def ntk_net(width):
-    torch.manual_seed(0)
-    return nn.Sequential(Scaled(4, width), nn.Tanh(), Scaled(width, 1)).double()
+    return ntk_mlp(4, width, 1, depth=1, act=nn.Tanh, seed=0)
 
 
 def data(n, seed):
