@@ -206,14 +206,25 @@ class MSEPredictor:
         coef = eig.evecs.T @ self._to_modes(rhs)  # [P, C]
         train = test = None
         if f0 is not None:
-            d = eig.evecs @ (rm1[:, :, None] * coef[None])  # [T, P, C]
+            d = _apply([eig.evecs], rm1, coef)  # [T, P, C]
             train = f0 + self._from_modes(d, self._y2.shape[0])
             train = train.reshape(*t_shape, *train.shape[1:])
         if g0 is not None:
-            d = (as_2d_kernel(kt) @ eig.evecs) @ (inv[:, :, None] * coef[None])  # [T, M, C]
+            d = _apply([as_2d_kernel(kt), eig.evecs], inv, coef)  # [T, M, C]
             test = g0 + self._from_modes(d, kt.shape[0])
             test = test.reshape(*t_shape, *test.shape[1:])
         return self._pack(train, test, f0, g0)
+
+
+def _apply(lefts: list[torch.Tensor], factors: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``A_1 ... A_k diag(factors[t]) coef [P, C]`` for every t, multiplied right to left on
+    one ``[P, T C]`` block (the cheap order: no ``[R, P]`` product of two kernels is formed):
+    ``[T, R, C]``."""
+    t, c = factors.shape[0], coef.shape[1]
+    block = (factors.T[:, :, None] * coef[:, None, :]).reshape(coef.shape[0], t * c)
+    for a in reversed(lefts):
+        block = a @ block
+    return block.reshape(block.shape[0], t, c).transpose(0, 1)
 
 
 def gradient_descent_mse(
