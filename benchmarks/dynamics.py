@@ -6,7 +6,8 @@ drawn once (numpy, seeded) and saved; kernelens runs in this process, neural-tan
 subprocess of the peer venv (``/work/.venv-nt`` or ``$NT_PYTHON``) on the same arrays. Timed:
 building the predictor and predicting train and test outputs at 10 times plus ``t = None``
 (each call includes the eigendecomposition / Cholesky factorisation, as a first call does),
-median of 3 after a warm-up. The outputs are compared (max relative difference).
+median of 3 after a warm-up, in interleaved rounds. The outputs are compared (max relative
+difference).
 
 Run: ``/work/main/.venv/bin/python -m benchmarks.dynamics [--record] [--quick]``. This file
 imports torch and kernelens only in the kernelens process; ``--peer`` runs the JAX side.
@@ -27,6 +28,8 @@ TIMES = np.array([1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 1e5])
 PEER_PYTHON = os.environ.get("NT_PYTHON", "/work/.venv-nt/bin/python")
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 TITLE = "dynamics: gradient_descent_mse vs neural-tangents predict"
+#: Interleaved rounds (kernelens, then neural-tangents) per size.
+ROUNDS = 3
 
 
 def make_problem(n: int, path: Path) -> None:
@@ -113,26 +116,32 @@ def main() -> None:
         for n in sizes:
             prob, out = Path(tmp) / f"p{n}.npz", Path(tmp) / f"o{n}.npz"
             make_problem(n, prob)
-            sec, mine = ours(prob)
-            subprocess.run(
-                [PEER_PYTHON, str(Path(__file__).resolve()), "--peer", str(prob), str(out)],
-                check=True,
-                env=env,
-                capture_output=True,
-            )
-            theirs = np.load(out)
+            mine_s, peer_s = [], []
+            for _ in range(ROUNDS):  # interleaved, so both see the same load
+                sec, mine = ours(prob)
+                subprocess.run(
+                    [PEER_PYTHON, str(Path(__file__).resolve()), "--peer", str(prob), str(out)],
+                    check=True,
+                    env=env,
+                    capture_output=True,
+                )
+                theirs = np.load(out)
+                mine_s.append(sec)
+                peer_s.append(float(theirs["seconds"]))
             diff = max(
                 float(np.abs(a - theirs[k]).max() / np.abs(theirs[k]).max())
                 for a, k in zip(mine, ("tr", "te", "tri", "tei"))
             )
-            nt_sec = float(theirs["seconds"])
-            rows.append([n, sec, nt_sec, nt_sec / sec, diff])
+            sec, nt_sec = float(np.median(mine_s)), float(np.median(peer_s))
+            ratios = sorted(q / m for q, m in zip(peer_s, mine_s))
+            rows.append([n, sec, nt_sec, nt_sec / sec, f"{ratios[0]:.2f}-{ratios[-1]:.2f}", diff])
     table = markdown_table(
         [
             "N (O = 10, M = N/2)",
             "kernelens s",
             "neural-tangents s",
             "nt / kernelens",
+            "per-round ratios",
             "max rel. diff",
         ],
         rows,
@@ -143,8 +152,9 @@ def main() -> None:
             "Measured under load (other helpers share the machine; see the load average "
             "above): absolute seconds are inflated, ratios from the same run are meaningful. "
             "One thread each, float64; predictor build + train/test predictions at 10 times "
-            "+ t = None, median of 3 after a warm-up; neural-tangents in a subprocess of its "
-            "venv on the same arrays.\n\n" + table
+            "+ t = None, median of 3 after a warm-up, in 3 interleaved rounds (kernelens, then "
+            "neural-tangents in a subprocess of its venv on the same arrays): medians over the "
+            "rounds and the range of the per-round ratios.\n\n" + table
         )
         record(TITLE, body, machine=machine)
 
