@@ -10,9 +10,10 @@ Four runs are designed to land in the four regimes, each watched by a
 * **lazy**: a wide MLP (NTK parameterisation), plain SGD at a fifth of the linearised stability
   limit ``2 y.size / lambda_max``;
 * **feature learning**: a narrow MLP with a large step (Adam, lr 0.05);
-* **overfitting**: 16 examples with noisy targets, trained long;
+* **overfitting**: 64 examples with noisy targets (noise std 1 on one-hot targets), trained
+  by Adam until the training set is fitted;
 * **underfitting**: a deliberately broken optimiser (:class:`SpikedSGD`: a warm-up bug that
-  multiplies the step by 500 once) on a tanh MLP, whose units saturate.
+  multiplies the step by 300 once) on a ReLU MLP, whose kernel the spike damages.
 
 The verdict of the experiment is whether ``diagnose`` returned the intended label for each run.
 """
@@ -40,7 +41,7 @@ class SpikedSGD(torch.optim.SGD):
     ``spike`` (a broken warm-up schedule). Its parameter groups carry ``spike`` and
     ``spike_at``, so a clone (as :class:`TrainingMonitor` makes) has the same bug."""
 
-    def __init__(self, params, lr: float = 0.1, spike: float = 500.0, spike_at: int = 1):
+    def __init__(self, params, lr: float = 0.1, spike: float = 300.0, spike_at: int = 1):
         super().__init__(params, lr=lr)
         for g in self.param_groups:
             g.setdefault("spike", spike)
@@ -79,11 +80,9 @@ REGIMES = {
     "wide, small step": Regime("lazy", 128, 1024, 100, step=0.2),
     "narrow, large step": Regime("feature_learning", 256, 32, 200, optimizer="adam", step=0.05),
     "few examples, long training": Regime(
-        "overfitting", 16, 256, 1500, optimizer="adam", step=0.01, noise=0.5
+        "overfitting", 64, 64, 300, optimizer="adam", step=0.02, noise=1.0
     ),
-    "broken optimiser": Regime(
-        "underfitting", 128, 128, 300, act=nn.Tanh, optimizer="spiked", step=0.5
-    ),
+    "broken optimiser": Regime("underfitting", 128, 64, 200, optimizer="spiked", step=0.5),
 }
 
 
@@ -104,7 +103,7 @@ def _data(name: str, quick: bool):
 
 
 #: Quick mode divides the data size, width and steps by these factors (floors 16, 16, 30).
-QUICK_SHRINK = (2, 4, 5)
+QUICK_SHRINK = (2, 2, 2)
 
 
 def _run(regime: Regime, x, y, xv, yv, quick: bool):
