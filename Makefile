@@ -24,7 +24,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,experiments]"
 	touch $(STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(PY)

@@ -6,6 +6,7 @@ Subpackages load on first use, so ``import kernelens`` stays light:
 - :mod:`kernelens.linalg` operators, solvers, eigensolvers, trace and rank estimators
 - :mod:`kernelens.ntk` the empirical NTK engine (:func:`empirical_ntk`)
 - :mod:`kernelens.epk` the Exact Path Kernel
+- :mod:`kernelens.dynamics` linearised training dynamics, TrainingMonitor and diagnose
 - :mod:`kernelens.rfm` Recursive Feature Machines
 - :mod:`kernelens.sparse` Sparse Kernel layers
 - :mod:`kernelens.data` offline data sets
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = (
     "data",
+    "dynamics",
     "epk",
     "experiments",
     "kernels",
