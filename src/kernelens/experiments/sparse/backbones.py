@@ -62,9 +62,11 @@ class BackboneFeatures:
     """Frozen penultimate features of one trained backbone.
 
     ``F_train [n, p]`` / ``F_test [t, p]`` with labels ``y_train [n]`` / ``y_test [t]``;
-    ``test_logits [t, C]`` are the backbone's own head's outputs.
+    ``test_logits [t, C]`` are the backbone's own head's outputs; ``model`` is the trained
+    backbone with gradients switched off (copy it before fine-tuning).
     """
 
+    model: nn.Module
     name: str
     seed: int
     F_train: torch.Tensor
@@ -96,8 +98,11 @@ def backbone_features(
     model = make(n_classes=split.n_classes or 10)
     seconds = train_classifier(model, split.X_train, split.y_train, epochs=epochs, lr=lr, seed=seed)
     model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
     logits = batched(model, split.X_test)
     return BackboneFeatures(
+        model=model,
         name=name,
         seed=seed,
         F_train=batched(model.trunk, split.X_train),

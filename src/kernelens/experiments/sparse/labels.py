@@ -40,6 +40,7 @@ from .cnn import (
 )
 
 __all__ = [
+    "FULL",
     "READOUTS",
     "fit_learned_sk",
     "knn_readout",
@@ -181,11 +182,18 @@ def _verdict(holds: dict[int, bool], quick: bool) -> str:
     return f"reproduced at m in {yes}, not reproduced at m in {no}"
 
 
+#: Full-mode sizes per backbone: (training images, backbone epochs, label counts). The ViT's
+#: are smaller so that its full run stays within ~15 minutes on a loaded 2-core machine.
+FULL = {
+    "cnn": (10000, None, [50, 100, 200, 500, 1000, 2000, 5000]),
+    "vit": (5000, 5, [50, 200, 1000, 5000]),
+}
+
+
 def _labels_result(backbone: str, quick: bool, exp_name: str, title: str) -> Result:
     seeds = [0, 1] if quick else [0, 1, 2, 3, 4]
-    n_train, n_test = (1000, 300) if quick else (10000, 2000)
-    epochs = 1 if quick else None
-    sizes = [50, 300] if quick else [50, 100, 200, 500, 1000, 2000, 5000]
+    n_train, epochs, sizes = (1000, 1, [50, 300]) if quick else FULL[backbone]
+    n_test = 300 if quick else 2000
     steps = 20 if quick else 100
     t0 = time.perf_counter()
     feats = [
