@@ -217,12 +217,12 @@ def sparse_augment(quick: bool = True) -> Result:
         if quick
         # bounded to ~15 minutes on a loaded 2-core machine
         else dict(
-            n_backbone=3000,
-            n_new=3000,
+            n_backbone=2000,
+            n_new=2000,
             n_test=1000,
-            n_memory=300,
+            n_memory=200,
             epochs=2,
-            backbone_epochs=5,
+            backbone_epochs=3,
         )
     )
     t0 = time.perf_counter()
