@@ -11,7 +11,6 @@ from kernelens.experiments import run_experiment
 from kernelens.experiments.sparse.cnn import batched, one_hot, trained_cnn
 from kernelens.experiments.sparse.fashion_mnist import (
     approximation_gap,
-    augment_gain,
     probe_layers,
     readout_curve,
 )
@@ -45,15 +44,6 @@ def test_approximation_gap_vanishes_at_k_equals_n():
     assert gaps[300] < 1e-8  # k = n is exact KRR (float64)
     assert gaps[1] > gaps[16] > gaps[300]
     assert rows[-1][3] == 1.0
-
-
-def test_augment_gain_small():
-    res = augment_gain(True, epochs=1, n_memory=200, k=8, n_finetune=1000)
-    for key in ("original", "fine-tuned", "fine-tuned + SK branch"):
-        assert 0.5 < res[key] <= 1.0
-    assert math.isclose(res["gain"], res["fine-tuned + SK branch"] - res["fine-tuned"])
-    # the cached trained CNN is not modified by fine-tuning copies of it
-    assert trained_cnn(True).test_accuracy == res["original"]
 
 
 def test_sk_q_head_learns_all_three_parameter_sets():
@@ -101,7 +91,7 @@ def test_run_dqn_tiny(head):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    ["sparse_readout", "sparse_probing", "sparse_augment", "sparse_approximation", "sparse_dqn"],
+    ["sparse_readout", "sparse_probing", "sparse_approximation", "sparse_dqn"],
 )
 def test_registered_quick_runs(name):
     r = run_experiment(name, quick=True)

@@ -1,22 +1,20 @@
 """Sparse Kernel layers on a small Fashion-MNIST CNN: a training-free readout, nonlinear
-probes of every layer, an SK branch fine-tuned end to end, and the local approximation's gap
-to exact kernel ridge regression. (The reinforcement-learning experiment is in
-:mod:`kernelens.experiments.sparse.rl`.)
+probes of every layer, and the local approximation's gap to exact kernel ridge regression.
+(Augmenting the CNN with branches is in :mod:`.augment`, the seed-averaged readouts-vs-labels
+headline in :mod:`.labels`, reinforcement learning in :mod:`.rl`.)
 
-All four start from the same trained CNN (:func:`~kernelens.experiments.sparse.cnn.trained_cnn`,
+All three start from the same trained CNN (:func:`~kernelens.experiments.sparse.cnn.trained_cnn`,
 trained once per process).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import time
 
 import matplotlib.pyplot as plt
 import torch
-from torch import nn
 
 from ...sparse import SparseKernelLayer, median_neighbor_distance
 from ..registry import register
@@ -24,7 +22,6 @@ from ..result import Result, Table
 from .cnn import (
     READOUT_K,
     READOUT_REG,
-    SmallCNN,
     accuracy,
     batched,
     fit_linear_head,
@@ -38,7 +35,6 @@ from .cnn import (
 __all__ = [
     "approximation_gap",
     "sparse_approximation",
-    "sparse_augment",
     "sparse_probing",
     "sparse_readout",
 ]
@@ -198,139 +194,6 @@ def sparse_probing(quick: bool = True) -> Result:
         [table],
         [("Probe test accuracy by layer", fig)],
         metrics,
-    )
-
-
-# -- 3. augmenting a trained model ----------------------------------------------------------------
-class _Trunk(nn.Module):
-    """The CNN's trunk as a module (the SK layer's ``features``)."""
-
-    def __init__(self, cnn: SmallCNN) -> None:
-        super().__init__()
-        self.cnn = cnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cnn.trunk(x)
-
-
-class AugmentedCNN(nn.Module):
-    """``head(trunk(x)) + SK(x)``: the CNN plus a Sparse Kernel branch on its trunk features,
-    anchored at a memory of labelled images, with learned targets and bandwidth."""
-
-    def __init__(
-        self, cnn: SmallCNN, memory: torch.Tensor, labels: torch.Tensor, *, k: int
-    ) -> None:
-        super().__init__()
-        self.cnn = cnn
-        C = cnn.head.out_features
-        with torch.no_grad():
-            bw = median_neighbor_distance(batched(cnn.trunk, memory), k)
-        self.sk = SparseKernelLayer(
-            memory,
-            one_hot(labels, C, memory.dtype),
-            k=k,
-            bandwidth=bw,
-            reg=READOUT_REG,
-            features=_Trunk(cnn),
-            learn_targets=True,
-            learn_bandwidth=True,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cnn(x) + self.sk(x)
-
-
-def augment_gain(
-    quick: bool, *, epochs: int, n_memory: int, k: int = 16, n_finetune: int | None = None
-) -> dict[str, float]:
-    """Fine-tune the CNN with and without an SK branch for the same epochs on ``n_finetune``
-    training images (default: all that are not in the memory); test accuracies."""
-    cnn = trained_cnn(quick)
-    split = cnn.split
-    # the memory (SK centers) and the fine-tuning images are disjoint: a query that is one of
-    # the centers would be fitted to its own label and give no learning signal
-    Xm, ym = split.X_train[:n_memory], split.y_train[:n_memory]
-    stop = None if n_finetune is None else n_memory + n_finetune
-    Xf, yf = split.X_train[n_memory:stop], split.y_train[n_memory:stop]
-    out = {"original": cnn.test_accuracy}
-    for variant in ("fine-tuned", "fine-tuned + SK branch"):
-        torch.manual_seed(0)
-        base = copy.deepcopy(cnn.model)
-        for p in base.parameters():
-            p.requires_grad_(True)
-        model: nn.Module = base if variant == "fine-tuned" else AugmentedCNN(base, Xm, ym, k=k)
-        seconds = _fine_tune(model, Xf, yf, epochs=epochs)
-        out[variant] = accuracy(batched(model, split.X_test, 250), split.y_test)
-        out[f"{variant} seconds"] = seconds
-    out["gain"] = out["fine-tuned + SK branch"] - out["fine-tuned"]
-    p = out["fine-tuned"]
-    out["standard error"] = math.sqrt(p * (1 - p) / len(split.X_test))
-    return out
-
-
-def _fine_tune(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int) -> float:
-    """Adam: 1e-4 for the CNN, 1e-2 for the SK branch's targets and bandwidth."""
-    sk_params = [p for n, p in model.named_parameters() if n.startswith("sk.") and "cnn" not in n]
-    sk_ids = {id(p) for p in sk_params}
-    cnn_params = [p for p in model.parameters() if id(p) not in sk_ids]
-    groups = [{"params": cnn_params, "lr": 1e-4}]
-    if sk_params:
-        groups.append({"params": sk_params, "lr": 1e-2})
-    opt = torch.optim.Adam(groups)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), 128):
-            b = order[i : i + 128]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(X[b]), y[b]).backward()
-            opt.step()
-    model.eval()
-    return time.perf_counter() - t0
-
-
-@register(
-    "sparse_augment",
-    title="Sparse Kernels: adding an SK branch to a trained CNN and fine-tuning end to end",
-    area="sparse",
-    full_minutes=3,
-)
-def sparse_augment(quick: bool = True) -> Result:
-    """Gain of an SK branch over plain fine-tuning for the same number of epochs."""
-    epochs, n_memory = (2, 500) if quick else (5, 2000)
-    res = augment_gain(quick, epochs=epochs, n_memory=n_memory)
-    rows = [
-        ["original CNN", res["original"], 0.0],
-        ["fine-tuned", res["fine-tuned"], res["fine-tuned seconds"]],
-        [
-            "fine-tuned + SK branch",
-            res["fine-tuned + SK branch"],
-            res["fine-tuned + SK branch seconds"],
-        ],
-    ]
-    summary = (
-        "The trained CNN gets a Sparse Kernel branch, logits = head(trunk(x)) + SK(x), whose "
-        f"centers are {n_memory} labelled training images (features = the CNN's trunk, so "
-        "gradients reach the trunk through queries and centers), with learned targets "
-        f"(initialised one-hot) and bandwidth. Both variants are fine-tuned for {epochs} "
-        "epochs on the remaining training images (Adam, lr 1e-4 for the CNN, 1e-2 for the SK "
-        f"targets and bandwidth). Test accuracy: original {res['original']:.3f}, fine-tuned "
-        f"{res['fine-tuned']:.3f}, with SK branch {res['fine-tuned + SK branch']:.3f} "
-        f"(gain {res['gain']:+.3f}; one seed, and the binomial standard error of each test "
-        f"accuracy is about {res['standard error']:.3f}). The SK branch costs "
-        f"{res['fine-tuned + SK branch seconds'] / max(res['fine-tuned seconds'], 1e-9):.1f}x "
-        "the fine-tuning time (every step recomputes the trunk features of the memory and "
-        "rebuilds the neighbour index)."
-    )
-    return Result(
-        "sparse_augment",
-        "An SK branch on a trained CNN, fine-tuned end to end",
-        summary,
-        [Table("Test accuracy", ["model", "test acc", "fine-tune s"], rows)],
-        [],
-        {k: float(v) for k, v in res.items()},
     )
 
 

@@ -4,13 +4,19 @@ Both agents share everything (double DQN, replay, epsilon schedule, optimiser, t
 architecture) except the readout that maps trunk features to Q-values: a linear layer, or a
 Sparse Kernel layer whose evaluation points (centers, in state space), target values (the
 Q-values attached to the centers) and bandwidth are all learned, with the trunk as its
-feature module.
+feature module. The centers start at warm-up states and are learned by the TD loss; each run
+records how far the visited states lie from their nearest center, with the initial and with
+the learned centers, so the report can say whether the centers followed the agent.
+
+gymnasium is imported lazily (extra ``experiments``: ``pip install 'kernelens[experiments]'``).
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,12 +26,24 @@ from torch import nn
 from ..._progress import progress
 from ...sparse import SparseKernelLayer, median_neighbor_distance
 from ..registry import register
-from ..result import Result, Table, seed_std
+from ..result import Result, Table
+from .labels import mean_se
 
 __all__ = ["DQNConfig", "DQNRun", "run_dqn", "sparse_dqn"]
 
 #: Scale of CartPole's observations (cart position, velocity, pole angle, angular velocity).
 _OBS_SCALE = torch.tensor([2.4, 3.0, 0.21, 3.5])
+
+
+def _gym() -> ModuleType:
+    """Import gymnasium, or raise ImportError saying how to install it."""
+    try:
+        return importlib.import_module("gymnasium")
+    except ImportError as exc:
+        raise ImportError(
+            "the DQN experiment needs gymnasium, which is not installed; install the optional "
+            "extra with `pip install 'kernelens[experiments]'` (or `pip install gymnasium`)."
+        ) from exc
 
 
 def _trunk() -> nn.Sequential:
@@ -87,6 +105,8 @@ class DQNConfig:
     n_centers: int = 64
     k: int = 16
     eval_episodes: int = 5
+    #: environment steps per gradient update
+    train_every: int = 1
 
 
 @dataclass
@@ -99,6 +119,10 @@ class DQNRun:
     episode_returns: list[float] = field(default_factory=list)
     eval_return: float = 0.0
     seconds: float = 0.0
+    #: SK head only: mean distance (scaled state space) of the last visited states to their
+    #: nearest initial center and to their nearest learned center
+    center_gap_initial: float = float("nan")
+    center_gap_final: float = float("nan")
 
 
 def _make_net(head: str, warmup_states: torch.Tensor, cfg: DQNConfig, seed: int) -> nn.Module:
@@ -117,9 +141,7 @@ def _greedy(net: nn.Module, s: torch.Tensor) -> int:
 
 def run_dqn(head: str, seed: int, cfg: DQNConfig) -> DQNRun:
     """Train double DQN with the ``"mlp"`` or ``"sk"`` Q-head on CartPole-v1."""
-    import gymnasium as gym  # optional: kernelens[experiments]
-
-    env = gym.make("CartPole-v1")
+    env = _gym().make("CartPole-v1")
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     S = torch.zeros(cfg.steps, 4)
@@ -131,6 +153,7 @@ def run_dqn(head: str, seed: int, cfg: DQNConfig) -> DQNRun:
     net: nn.Module | None = None
     target: nn.Module | None = None
     opt: torch.optim.Optimizer | None = None
+    initial: torch.Tensor | None = None
     ep_return = 0.0
     t0 = time.perf_counter()
     for t in progress(range(cfg.steps), desc=f"DQN {head} seed {seed}"):
@@ -149,12 +172,19 @@ def run_dqn(head: str, seed: int, cfg: DQNConfig) -> DQNRun:
             obs, _ = env.reset()
         if t + 1 == cfg.warmup:
             net, target, opt = _start_learning(head, S[: cfg.warmup], cfg, seed)
-        if net is not None and target is not None and opt is not None:
+            initial = net.sk.centers.detach().clone() if isinstance(net, SKQNet) else None
+        if net is not None and target is not None and opt is not None and t % cfg.train_every == 0:
             _update(net, target, opt, (S, A, R, S2, done_buf), t + 1, rng, cfg)
             if (t + 1) % cfg.sync_every == 0:
                 target.load_state_dict(net.state_dict())
     assert net is not None
     run.seconds = time.perf_counter() - t0
+    if isinstance(net, SKQNet) and initial is not None:
+        late = S[max(cfg.warmup, cfg.steps - 2000) :]
+        run.center_gap_initial = float(torch.cdist(late, initial).min(1).values.mean())
+        run.center_gap_final = float(
+            torch.cdist(late, net.sk.centers.detach()).min(1).values.mean()
+        )
     run.eval_return = _evaluate(net, cfg.eval_episodes, seed)
     env.close()
     return run
@@ -203,8 +233,7 @@ def _update(
 
 def _evaluate(net: nn.Module, episodes: int, seed: int) -> float:
     """Mean return of greedy episodes, run in lockstep so each step is one batched forward."""
-    import gymnasium as gym  # optional: kernelens[experiments]
-
+    gym = _gym()
     envs = [gym.make("CartPole-v1") for _ in range(episodes)]
     obs = [env.reset(seed=10_000 + seed * 100 + e)[0] for e, env in enumerate(envs)]
     active = list(range(episodes))
@@ -246,66 +275,86 @@ def _curve(run: DQNRun, grid: np.ndarray, window: int) -> np.ndarray:
     full_minutes=80,
 )
 def sparse_dqn(quick: bool = True) -> Result:
-    """Training returns vs environment steps over several seeds, and a greedy evaluation."""
+    """Training returns vs environment steps (mean +- SE over seeds) and a greedy evaluation."""
     if quick:
         cfg = DQNConfig(
-            steps=1500, warmup=250, sync_every=250, eps_decay_steps=1000, eval_episodes=5
+            steps=1000, warmup=250, sync_every=250, eps_decay_steps=600, eval_episodes=3
         )
         seeds = [0, 1]
     else:
-        cfg = DQNConfig()
+        # bounded to ~15 minutes on a loaded 2-core machine: far shorter than the 50k+ steps
+        # CartPole usually gets, so the returns are early-learning returns
+        cfg = DQNConfig(steps=3000, warmup=500, sync_every=200, eps_decay_steps=1500, train_every=4)
         seeds = [0, 1, 2, 3, 4]
+    t0 = time.perf_counter()
     runs = {head: [run_dqn(head, s, cfg) for s in seeds] for head in ("mlp", "sk")}
-    window = max(cfg.steps // 10, 250)
-    grid = np.linspace(window, cfg.steps, 10).astype(int)
+    elapsed = time.perf_counter() - t0
+    window = max(cfg.steps // 6, 250)
+    grid = np.linspace(window, cfg.steps, 6).astype(int)
     fig, ax = plt.subplots(figsize=(6, 4))
     rows: list[list[object]] = []
-    metrics: dict[str, float] = {}
+    curve_rows: list[list[object]] = []
+    metrics: dict[str, float] = {"seconds": elapsed}
     label = {"mlp": "MLP Q-head", "sk": f"SK Q-head (m={cfg.n_centers}, k={cfg.k})"}
     for head, rs in runs.items():
-        curves = np.stack([_curve(r, grid, window) for r in rs])
-        mean = np.nanmean(curves, axis=0)
-        ax.plot(grid, mean, marker="o", label=label[head])
-        lo, hi = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-        ax.fill_between(grid, lo, hi, alpha=0.2)
-        evals = [r.eval_return for r in rs]
-        last = [float(np.mean(r.episode_returns[-10:])) for r in rs]
-        secs = [r.seconds for r in rs]
-        rows.append(
-            [
-                label[head],
-                len(rs),
-                float(np.mean(last)),
-                seed_std(last),
-                float(np.mean(evals)),
-                seed_std(evals),
-                float(np.mean(secs)),
-            ]
-        )
-        metrics[f"{head} eval return"] = float(np.mean(evals))
-        metrics[f"{head} last-10 return"] = float(np.mean(last))
-        metrics[f"{head} seconds per run"] = float(np.mean(secs))
+        curves = np.stack([_curve(r, grid, window) for r in rs])  # [seeds, grid]
+        stats = [
+            mean_se(c[np.isfinite(c)]) if np.isfinite(c).any() else (np.nan, np.nan)
+            for c in curves.T
+        ]
+        mean = np.array([m for m, _ in stats])
+        se = np.array([e for _, e in stats])
+        ax.errorbar(grid, mean, yerr=se, marker="o", capsize=2, label=label[head])
+        curve_rows += [[label[head], int(g), float(m), float(e)] for g, m, e in zip(grid, mean, se)]
+        ev_mean, ev_se = mean_se([r.eval_return for r in rs])
+        last_mean, last_se = mean_se([float(np.mean(r.episode_returns[-10:])) for r in rs])
+        secs = float(np.mean([r.seconds for r in rs]))
+        rows.append([label[head], len(rs), last_mean, last_se, ev_mean, ev_se, secs])
+        metrics[f"{head} eval return"], metrics[f"{head} eval se"] = ev_mean, ev_se
+        metrics[f"{head} last-10 return"] = last_mean
+        metrics[f"{head} seconds per run"] = secs
+    gap0 = mean_se([r.center_gap_initial for r in runs["sk"]])
+    gap1 = mean_se([r.center_gap_final for r in runs["sk"]])
+    metrics["center gap initial"], metrics["center gap final"] = gap0[0], gap1[0]
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"mean training return (last {window} steps)")
+    ax.set_ylabel(f"mean training return (episodes ending in the last {window} steps)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    d = metrics["sk eval return"] - metrics["mlp eval return"]
+    d_se = float(np.hypot(metrics["sk eval se"], metrics["mlp eval se"]))
+    if quick:
+        verdict = "inconclusive (quick mode)"
+    else:
+        verdict = "reproduced" if d >= -2 * d_se else "not reproduced"
+        best = max(metrics["sk eval return"], metrics["mlp eval return"])
+        if best < 195:  # CartPole's classic "solved" level
+            verdict += (
+                f", but weakly: neither head reached a mean greedy return of 195 in {cfg.steps} "
+                "steps, so this compares early learning only"
+            )
+    followed = "moved closer to" if gap1[0] < gap0[0] else "did not move closer to"
     ratio = metrics["sk seconds per run"] / metrics["mlp seconds per run"]
     summary = (
-        f"Double DQN on CartPole-v1, {cfg.steps} environment steps, {len(seeds)} seeds per "
-        f"head; the SK head has {cfg.n_centers} learned centers (initialised from warm-up "
-        f"states), learned Q-value targets and bandwidth, k = {cfg.k}, on the same trunk as "
-        f"the MLP head. Greedy evaluation over {cfg.eval_episodes} episodes after training: "
-        f"MLP {metrics['mlp eval return']:.1f} +- {rows[0][5]:.1f}, SK "
-        f"{metrics['sk eval return']:.1f} +- {rows[1][5]:.1f} (maximum 500). The SK head costs "
-        f"{ratio:.1f}x the MLP head's wall time per run."
+        "**Claim (seed 004):** in RL, an SK readout serves as the Q-head, matching a trained "
+        f"neural readout. **Setup:** double DQN on CartPole-v1, {cfg.steps} environment steps "
+        f"(one update every {cfg.train_every}), {len(seeds)} seeds per head; the SK head has "
+        f"{cfg.n_centers} centers (initialised at warm-up states, then learned, so they can "
+        "follow the visited states), learned Q-value targets and bandwidth, k = "
+        f"{cfg.k}, on the same trunk as the MLP head. **Our number:** greedy return after "
+        f"training ({cfg.eval_episodes} episodes, max 500): MLP {metrics['mlp eval return']:.1f} "
+        f"+- {metrics['mlp eval se']:.1f}, SK {metrics['sk eval return']:.1f} +- "
+        f"{metrics['sk eval se']:.1f} (SK - MLP {d:+.1f} +- {d_se:.1f}). The learned centers "
+        f"{followed} the states visited late in training: mean distance to the nearest center "
+        f"{gap0[0]:.3f} +- {gap0[1]:.3f} for the initial centers, {gap1[0]:.3f} +- "
+        f"{gap1[1]:.3f} for the learned ones (scaled state space). The SK head costs "
+        f"{ratio:.1f}x the MLP head's wall time. **Verdict:** {verdict} (reproduced when SK is "
+        "within two standard errors of the MLP head or above it)."
         + (
-            f" Quick mode ({cfg.steps} steps, {len(seeds)} seeds) is a smoke-sized run: "
-            "CartPole returns vary strongly between seeds this early, so no ranking of the "
-            "heads should be read from it; the full version (50,000 steps, 5 seeds) is the "
-            "comparison."
+            " Quick mode: 1000 steps, 2 seeds."
             if quick
-            else ""
+            else f" {cfg.steps} steps is short for CartPole (bounded for time): these are "
+            "early-learning returns."
         )
     )
     return Result(
@@ -314,19 +363,25 @@ def sparse_dqn(quick: bool = True) -> Result:
         summary,
         [
             Table(
-                "Returns",
+                "Returns (mean +- SE over seeds)",
                 [
                     "head",
                     "seeds",
                     "last-10 train return",
-                    "std",
+                    "SE",
                     "greedy eval return",
-                    "std",
+                    "SE",
                     "seconds / run",
                 ],
                 rows,
-            )
+            ),
+            Table(
+                "Training return vs environment steps",
+                ["head", "steps", "mean return", "SE"],
+                curve_rows,
+            ),
         ],
-        [("Training return vs steps (mean over seeds; band = min..max)", fig)],
+        [("Training return vs steps (mean +- SE over seeds)", fig)],
         metrics,
+        quick=quick,
     )
