@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kernelens.experiments import run_experiment
-from kernelens.experiments.ntk import _data, _run
+from kernelens.experiments.ntk.spectrum_speed import _data, _run
 
 
 def test_lazy_tanh_network_follows_the_linearised_decay():

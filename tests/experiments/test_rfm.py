@@ -8,14 +8,14 @@ import torch
 
 from kernelens.data import encode_text, normalize_text, shakespeare_text
 from kernelens.experiments import run_experiment
-from kernelens.experiments.rfm import (
+from kernelens.experiments.rfm.ngram import NGramModel
+from kernelens.experiments.rfm.regression import (
     double_descent_curve,
     nfa_correlations,
     scaling_curve,
     scaling_variants,
 )
-from kernelens.experiments.rfm_ngram import NGramModel
-from kernelens.experiments.rfm_text import continuations, generate, one_hot, perplexity
+from kernelens.experiments.rfm.text import continuations, generate, one_hot, perplexity
 
 
 def test_scaling_curve_small():
@@ -111,7 +111,7 @@ def test_quick_experiments_run(name):
 
 
 def test_defaults_sweep_small():
-    from kernelens.experiments.rfm_defaults import defaults_sweep
+    from kernelens.experiments.rfm.defaults import defaults_sweep
 
     rows = defaults_sweep([6], [0], 150, {"iters": [0, 2]})
     assert [r[1] for r in rows] == ["0", "2"]

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from kernelens.experiments import run_experiment
-from kernelens.experiments.sparse import (
+from kernelens.experiments.sparse.cnn import batched, one_hot, trained_cnn
+from kernelens.experiments.sparse.fashion_mnist import (
     approximation_gap,
     augment_gain,
     probe_layers,
     readout_curve,
 )
-from kernelens.experiments.sparse_cnn import batched, one_hot, trained_cnn
-from kernelens.experiments.sparse_rl import DQNConfig, SKQNet, _start_learning, _update, run_dqn
+from kernelens.experiments.sparse.rl import DQNConfig, SKQNet, _start_learning, _update, run_dqn
 
 
 def test_readout_curve_small():

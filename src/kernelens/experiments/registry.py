@@ -1,8 +1,9 @@
 """A registry of named experiments.
 
-An experiment is a function ``(quick: bool) -> Result``. Every module in
-:mod:`kernelens.experiments` (one per area, e.g. ``rfm.py``) registers its own with
-:func:`register` when imported; the CLI and report find them through :func:`list_experiments` and
+An experiment is a function ``(quick: bool) -> Result``. Experiments live by area in
+subpackages of :mod:`kernelens.experiments` (e.g. ``experiments/rfm/text.py``); every module
+there registers its own with :func:`register` when imported (modules whose name starts with
+``_`` are skipped); the CLI and report find them through :func:`list_experiments` and
 :func:`run_experiment`. Experiments never print: results are data.
 """
 
@@ -21,7 +22,7 @@ __all__ = ["Experiment", "get_experiment", "list_experiments", "register", "run_
 ExperimentFn = Callable[[bool], Result]
 
 #: Modules of this package that hold no experiments.
-_INFRASTRUCTURE = {"registry", "result"}
+_INFRASTRUCTURE = {f"{__package__}.registry", f"{__package__}.result"}
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,24 @@ def register(name: str, *, title: str, area: str) -> Callable[[ExperimentFn], Ex
 
 
 def _load() -> None:
-    """Import every module of :mod:`kernelens.experiments`; each registers its experiments."""
+    """Import every module of :mod:`kernelens.experiments` and of its area subpackages, at any
+    depth; each registers its experiments."""
     global _loaded
     if not _loaded:
-        for info in sorted(pkgutil.iter_modules(_package_path()), key=lambda i: i.name):
-            if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
-                importlib.import_module(f"{__package__}.{info.name}")
+        for name in _experiment_modules():
+            importlib.import_module(name)
         _loaded = True
+
+
+def _experiment_modules() -> list[str]:
+    """Dotted names of the modules to import, sorted (private ``_*`` ones and their subpackages
+    skipped)."""
+    names = []
+    for info in pkgutil.walk_packages(_package_path(), prefix=f"{__package__}."):
+        parts = info.name[len(__package__) + 1 :].split(".")
+        if info.name not in _INFRASTRUCTURE and not any(p.startswith("_") for p in parts):
+            names.append(info.name)
+    return sorted(names)
 
 
 def _package_path() -> list[str]:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._progress import progress
-from ..sparse import SparseKernelLayer, median_neighbor_distance
-from .registry import register
-from .result import Result, Table
+from ..._progress import progress
+from ...sparse import SparseKernelLayer, median_neighbor_distance
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["DQNConfig", "DQNRun", "run_dqn", "sparse_dqn"]
 

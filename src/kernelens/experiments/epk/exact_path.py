@@ -25,11 +25,11 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from ..data import fashion_mnist, spirals, two_moons
-from ..epk import ExactPathKernel, Trajectory, fit
-from ..ntk import contract, jacobian_factors
-from .registry import register
-from .result import Result, Table
+from ...data import fashion_mnist, spirals, two_moons
+from ...epk import ExactPathKernel, Trajectory, fit
+from ...ntk import contract, jacobian_factors
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["epk_fashion_mnist", "epk_optimizers", "epk_toy", "epk_tracin"]
 

@@ -1,5 +1,5 @@
 """Character n-gram language models with interpolated Kneser-Ney smoothing: the classical
-baseline of the RFM text experiment (:mod:`kernelens.experiments.rfm_text`).
+baseline of the RFM text experiment (:mod:`kernelens.experiments.rfm.text`).
 
 ``P(w | h)`` for a history ``h`` of the last ``order - 1`` characters interpolates, level by
 level, a discounted count estimate with the next shorter history (Chen & Goodman 1999):
@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .._validation import check_positive, check_positive_int
+from ..._validation import check_positive, check_positive_int
 
 __all__ = ["NGramModel"]
 

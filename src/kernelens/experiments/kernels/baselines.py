@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import digits, fashion_mnist
-from ..kernels import GaussianProcessRegressor, KernelClassifier
-from .registry import register
-from .result import Result, Table
+from ...data import digits, fashion_mnist
+from ...kernels import GaussianProcessRegressor, KernelClassifier
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["kernel_baselines"]
 

@@ -1,9 +1,9 @@
 """Sparse Kernel layers on a small Fashion-MNIST CNN: a training-free readout, nonlinear
 probes of every layer, an SK branch fine-tuned end to end, and the local approximation's gap
 to exact kernel ridge regression. (The reinforcement-learning experiment is in
-:mod:`kernelens.experiments.sparse_rl`.)
+:mod:`kernelens.experiments.sparse.rl`.)
 
-All four start from the same trained CNN (:func:`~kernelens.experiments.sparse_cnn.trained_cnn`,
+All four start from the same trained CNN (:func:`~kernelens.experiments.sparse.cnn.trained_cnn`,
 trained once per process).
 """
 
@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from ..sparse import SparseKernelLayer, median_neighbor_distance
-from .registry import register
-from .result import Result, Table
-from .sparse_cnn import (
+from ...sparse import SparseKernelLayer, median_neighbor_distance
+from ..registry import register
+from ..result import Result, Table
+from .cnn import (
     READOUT_K,
     READOUT_REG,
     SmallCNN,

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import digits
-from ..linalg import participation_ratio
-from ..ntk import empirical_ntk
-from .registry import register
-from .result import Result, Table
+from ...data import digits
+from ...linalg import participation_ratio
+from ...ntk import empirical_ntk
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["ntk_spectrum_speed"]
 

@@ -9,10 +9,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import rfm_scaling
-from ..rfm import RFMRegressor
-from .registry import register
-from .result import Result, Table
+from ...data import rfm_scaling
+from ...rfm import RFMRegressor
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = ["GRID", "defaults_sweep", "rfm_defaults"]
 

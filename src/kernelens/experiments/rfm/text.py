@@ -18,11 +18,11 @@ import numpy as np
 import sacrebleu
 import torch
 
-from ..data import decode_text, normalize_text, shakespeare_text, text_windows
-from ..rfm import RFMClassifier
-from .registry import register
-from .result import Result, Table
-from .rfm_ngram import NGramModel
+from ...data import decode_text, normalize_text, shakespeare_text, text_windows
+from ...rfm import RFMClassifier
+from ..registry import register
+from ..result import Result, Table
+from .ngram import NGramModel
 
 __all__ = ["continuations", "generate", "one_hot", "perplexity", "rfm_text", "text_models"]
 

@@ -1,7 +1,7 @@
 """Shared pieces of the Sparse Kernel experiments: a small Fashion-MNIST CNN, its training,
 per-layer features, and the readout heads the SK layer is compared with.
 
-No experiment is registered here; :mod:`kernelens.experiments.sparse` uses these helpers.
+No experiment is registered here; :mod:`kernelens.experiments.sparse.fashion_mnist` uses these helpers.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data import DataSplit, fashion_mnist
-from ..kernels import KernelRidge
-from ..sparse import SparseKernelLayer, median_neighbor_distance
+from ...data import DataSplit, fashion_mnist
+from ...kernels import KernelRidge
+from ...sparse import SparseKernelLayer, median_neighbor_distance
 
 __all__ = [
     "SmallCNN",

@@ -1,5 +1,5 @@
 """Recursive Feature Machines: the source's scaling test, double descent and the Neural
-Feature Ansatz (the text experiment lives in :mod:`kernelens.experiments.rfm_text`).
+Feature Ansatz (the text experiment lives in :mod:`kernelens.experiments.rfm.text`).
 
 The baseline everywhere is the same estimator with ``iters=0``: kernel ridge regression with
 the Laplace kernel ``exp(-||x - z|| / L)`` and the same bandwidth and ridge as the RFM.
@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import rfm_scaling
-from ..linalg import JitterWarning
-from ..rfm import RFMRegressor, agop
-from .registry import register
-from .result import Result, Table
+from ...data import rfm_scaling
+from ...linalg import JitterWarning
+from ...rfm import RFMRegressor, agop
+from ..registry import register
+from ..result import Result, Table
 
 __all__ = [
     "double_descent_curve",

@@ -1,0 +1,1 @@
+"""Exact Path Kernel experiments (:mod:`.exact_path`)."""

@@ -1,0 +1,1 @@
+"""Classic kernel machine baselines (:mod:`.baselines`)."""

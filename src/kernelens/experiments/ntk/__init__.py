@@ -1,0 +1,1 @@
+"""Empirical NTK experiments: the spectrum sets the learning speed (:mod:`.spectrum_speed`)."""
