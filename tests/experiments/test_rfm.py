@@ -8,13 +8,10 @@ import torch
 
 from kernelens.data import encode_text, normalize_text, shakespeare_text
 from kernelens.experiments import run_experiment
+from kernelens.experiments.rfm.double_descent import clear_peak, double_descent_errors
+from kernelens.experiments.rfm.nfa import matrix_similarity, nfa_seed
 from kernelens.experiments.rfm.ngram import NGramModel
-from kernelens.experiments.rfm.regression import (
-    double_descent_curve,
-    nfa_correlations,
-    scaling_curve,
-    scaling_variants,
-)
+from kernelens.experiments.rfm.regression import scaling_curve, scaling_variants
 from kernelens.experiments.rfm.text import continuations, generate, one_hot, perplexity
 
 
@@ -35,18 +32,34 @@ def test_scaling_variants_rotation():
     assert mse[("diag", "axis-aligned")] < mse[("diag", "rotated")]
 
 
-def test_double_descent_curve_small():
-    rows, curves, stds = double_descent_curve([10, 40], [0], 8, 1.0)
-    assert len(rows) == 4 and set(curves) == set(stds) == {"Laplace kernel", "RFM"}
-    assert all(np.isfinite(v) for c in curves.values() for v in c)
+def test_double_descent_errors_small():
+    e = double_descent_errors([10, 40], [0, 1], 8, 1.0, n_test=200)
+    assert set(e) == {"Laplace kernel", "RFM"} and e["RFM"].shape == (2, 2)
+    assert np.isfinite(e["RFM"]).all() and not np.array_equal(e["RFM"], e["Laplace kernel"])
 
 
-def test_nfa_correlations_small():
-    corr, mats = nfa_correlations(200, 5, 300)
-    assert set(mats) == {"W^T W", "AGOP(MLP)", "M (RFM)"}
-    assert all(-1 <= v <= 1 for k, v in corr.items() if k.startswith("corr"))
-    # the MLP's AGOP and RFM's metric both single out the target's coordinates
-    assert corr["corr(AGOP of the MLP, M of RFM)"] > 0.8
+def test_clear_peak_needs_separation_from_seed_spread():
+    peaked = np.array([[1.0, 1.1], [5.0, 5.1], [1.0, 1.1]])
+    assert clear_peak(peaked) == (0, 1, 2)
+    noisy = np.array([[1.0, 3.0], [2.0, 4.0], [1.0, 3.0]])  # bump inside the spread
+    assert clear_peak(noisy) is None
+    assert clear_peak(peaked[:, :1]) is None  # one seed: no standard error, no peak
+
+
+def test_matrix_similarity():
+    A = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    cos, corr = matrix_similarity(A, 2 * A)
+    assert cos == pytest.approx(1.0) and np.isnan(corr)  # 2 off-diagonal entries, equal
+    cos_i, _ = matrix_similarity(A, torch.eye(2))
+    assert cos_i == pytest.approx(5 / (A.norm().item() * 2**0.5))
+
+
+def test_nfa_seed_small():
+    res, mats = nfa_seed("low-rank", 200, 100, 0)
+    assert set(mats) == {"W^T W", "AGOP(net)^1/2", "M(RFM)^1/2"}
+    assert all(-1 <= v <= 1 for v in res["cos"].values())
+    # the trained first layer is closer to its own AGOP^1/2 than to its untrained Gram
+    assert res["cos"]["AGOP(net)^1/2"] > res["cos"]["W0^T W0 (untrained)"]
 
 
 def test_ngram_matches_hand_computed_kneser_ney():
