@@ -15,6 +15,7 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_VENV ?= .venv-bench
 BENCH_PY := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.kernelens-installed
+NT_VENV ?= .venv-nt
 
 .PHONY: demo test test-all lint bench bench-env venv clean docs report-check plain-check
 
@@ -46,19 +47,22 @@ test-all: $(STAMP)
 
 # Benchmarks run kernelens and its peers (xrfm, explaind, neural-tangents) in one process, in a
 # separate venv so the peers never become dependencies. Results are appended to BENCHMARKS.md.
-$(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt
+# neural-tangents (numpy < 2, jax 0.4.23) gets its own venv, timed as a subprocess.
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-peers.txt benchmarks/requirements-nt.txt benchmarks/constraints.txt
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q torch==2.13.0
-	$(BENCH_PY) -m pip install -q -e ".[dev]"
-	$(BENCH_PY) -m pip install -q -r benchmarks/requirements-peers.txt
-	$(BENCH_PY) -m pip install -q --ignore-requires-python explaind==0.1.0
+	$(BENCH_PY) -m pip install -q -c benchmarks/constraints.txt -e ".[dev]"
+	$(BENCH_PY) -m pip install -q -c benchmarks/constraints.txt -r benchmarks/requirements-peers.txt
+	$(BENCH_PY) -m pip install -q -c benchmarks/constraints.txt --ignore-requires-python explaind==0.1.0
+	test -x $(NT_VENV)/bin/python || $(PYTHON) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip install -q -r benchmarks/requirements-nt.txt
 	touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	for b in kernels linalg ntk epk rfm sparse; do \
-	  if [ -f benchmarks/$$b.py ]; then $(BENCH_PY) -m benchmarks.$$b --record || exit 1; fi; \
+	  if [ -f benchmarks/$$b.py ]; then KERNELENS_NT_PYTHON=$(NT_VENV)/bin/python $(BENCH_PY) -m benchmarks.$$b --record || exit 1; fi; \
 	done
 
 # The documentation site (mkdocs + material + mkdocstrings), strict: a warning (a broken link or

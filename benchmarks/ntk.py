@@ -1,12 +1,14 @@
-"""Empirical NTK: kernelens against the torch.func recipes, in one process.
+"""Empirical NTK: kernelens against neural-tangents and the torch.func recipe.
 
-1. Full NTK ``[N, N, O, O]`` of an MLP 784-512-512-10, N = 48, float32: kernelens
-   (``method="auto"``) vs the two recipes of the torch.func NTK tutorial: Jacobian
-   contraction (vmap(jacrev) per example, einsum over parameters) and NTK-vector products
-   (vjp then jvp for every output basis vector, vmapped over example pairs). Achieved
-   GFLOP/s (the plan's estimated FLOPs over the time) against torch.matmul's.
-2. The same for a small CNN on 28x28 inputs and a two-layer transformer block.
-3. Trace NTK ``[N, N]`` time and peak memory (each point in a fresh process) vs N at width
+1. Full NTK ``[N, N, O, O]``, float32, at one and at two threads, interleaved rounds, min of
+   the calls: an MLP 784-512-512-10 (N = 48) and a CNN (N = 32, 28x28) against
+   neural-tangents 0.6.5's structured derivatives and NTK-vector products on the same
+   ``stax`` network and weights (``benchmarks/ntk_peer.py``, a subprocess in the peer's own
+   venv: jax 0.4.23, under which structured derivatives works), and all three (plus two
+   pre-norm ``TransformerEncoderLayer`` blocks) against the Jacobian-contraction recipe of
+   the torch.func NTK tutorial. Executed FLOPs (FlopCounterMode) and GFLOP/s of kernelens,
+   and the machine's GEMM rate at the MLP's Gram shape.
+2. Trace NTK ``[N, N]`` time and peak memory (each point in a fresh process) vs N at width
    512 and vs width at N = 1024 (MLP 784-w-w-10, float32).
 
 Run: ``.venv/bin/python -m benchmarks.ntk [--record] [--quick]``.
@@ -16,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, jacrev, vmap
 
 from benchmarks.harness import (
     machine_description,
@@ -51,31 +56,6 @@ def recipe_jacobian_contraction(model: nn.Module, x1: torch.Tensor, x2: torch.Te
     return sum(torch.einsum("Naf,Mbf->NMab", a, b) for a, b in zip(j1, j2))
 
 
-def recipe_ntk_vector_products(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor):
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def f_single(p, x):
-        return functional_call(model, p, (x.unsqueeze(0),)).squeeze(0)
-
-    def ntk_pair(a, b):
-        def fa(p):
-            return f_single(p, a)
-
-        def fb(p):
-            return f_single(p, b)
-
-        out, vjp_fn = vjp(fb, params)
-
-        def column(vec):
-            (tangent,) = vjp_fn(vec)
-            return jvp(fa, (params,), (tangent,))[1]
-
-        basis = torch.eye(out.numel(), dtype=out.dtype).view(out.numel(), -1)
-        return vmap(column)(basis).T
-
-    return vmap(vmap(ntk_pair, (None, 0)), (0, None))(x1, x2)
-
-
 # -- models ------------------------------------------------------------------------------------
 def mlp(width: int = 512) -> nn.Module:
     return nn.Sequential(
@@ -84,32 +64,17 @@ def mlp(width: int = 512) -> nn.Module:
 
 
 class CNN(nn.Module):
+    """Conv(32, 3x3, same) - ReLU - Conv(32, 3x3, stride 2) - ReLU - Flatten - Dense(10)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc = nn.Linear(32 * 7 * 7, 10)
+        self.c1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 32, 3, stride=2)
+        self.fc = nn.Linear(32 * 13 * 13, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
-        h = nn.functional.max_pool2d(torch.relu(self.c2(h)), 2)
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
         return self.fc(h.flatten(1))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: MultiheadAttention + MLP, residual connections."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.ln2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        a = self.ln1(h)
-        h = h + self.attn(a, a, a, need_weights=False)[0]
-        return h + self.mlp(self.ln2(h))
 
 
 class Transformer(nn.Module):
@@ -119,7 +84,11 @@ class Transformer(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(0.02 * torch.randn(seq, d))
-        self.blocks = nn.Sequential(Block(d, heads), Block(d, heads))
+        layer = dict(dim_feedforward=2 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.Sequential(
+            nn.TransformerEncoderLayer(d, heads, **layer),
+            nn.TransformerEncoderLayer(d, heads, **layer),
+        )
         self.head = nn.Linear(d, 10)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -127,99 +96,103 @@ class Transformer(nn.Module):
 
 
 # -- benchmarks --------------------------------------------------------------------------------
-def full_ntk_rows(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> list[list]:
-    model = model.eval()
-    ours = time_call(lambda: empirical_ntk(model, x), warmup=1, repeats=repeats)
-    # the recipes need the decomposed attention kernels (the fused ones have no forward AD)
-    with math_attention():
-        jac = time_call(lambda: recipe_jacobian_contraction(model, x, x), warmup=0, repeats=1)
-        ntvp_x = x[:8]
-        ntvp = time_call(
-            lambda: recipe_ntk_vector_products(model, ntvp_x, ntvp_x), warmup=0, repeats=1
-        )
-    # the vjp/jvp recipe costs one vjp+jvp per (pair, output): scale from N = 8 to N
-    ntvp_scaled = ntvp.median * (x.shape[0] / 8) ** 2
-    ref = jac.value
-    err = float((ours.value - ref).abs().max() / ref.abs().max())
-    ntvp_err = float((ours.value[:8, :8] - ntvp.value).abs().max() / ntvp.value.abs().max())
-    flops = _executed_flops(lambda: empirical_ntk(model, x))
-    gflops = flops / ours.median / 1e9
-    return [
-        [name, "kernelens empirical_ntk (auto)", ours.median, 1.0, f"{gflops:.1f}", "-"],
-        [
-            name,
-            "torch.func Jacobian contraction",
-            jac.median,
-            jac.median / ours.median,
-            "-",
-            f"{err:.1e}",
-        ],
-        [
-            name,
-            "torch.func NTK-vector products (N=8, x(N/8)^2)",
-            ntvp_scaled,
-            ntvp_scaled / ours.median,
-            "-",
-            f"{ntvp_err:.1e}",
-        ],
-    ]
+NT_PYTHON = Path(os.environ.get("KERNELENS_NT_PYTHON", Path(__file__).parent.parent / ".venv-nt/bin/python"))
+ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def neural_tangents_rows(model: nn.Module, x: torch.Tensor, ours_seconds: float) -> list[list]:
-    """neural-tangents' empirical NTK (JAX, jit-compiled) of the same MLP and weights.
+def run_peer(arch: str, model: nn.Module, x: torch.Tensor, repeats: int, threads: int) -> dict:
+    """neural-tangents on the same network and weights, in its own venv (a subprocess).
 
-    Only in the benchmark venv (``make bench-env``); returns no rows when it is missing.
-    Each of its implementations is timed after a compiling warm-up call; one that fails with
-    the installed JAX (structured derivatives needs a JAX older than numpy 2 allows) gets a
-    row saying so.
+    Returns ``{implementation: (min seconds, kernel)}``, or ``{}`` when the peer's Python
+    (``KERNELENS_NT_PYTHON``, ``make bench-env`` builds it) is missing.
     """
-    try:
-        import jax
-        import jax.numpy as jnp
-        import neural_tangents as nt
-    except ImportError:
-        return []
-    layers = [m for m in model if isinstance(m, nn.Linear)]
-    params = [
-        (jnp.asarray(m.weight.detach().numpy().T), jnp.asarray(m.bias.detach().numpy()))
-        for m in layers
+    if not NT_PYTHON.exists():
+        return {}
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    arrays = {"arch": np.array(arch), "x": x.numpy()}
+    for i, m in enumerate(layers):
+        arrays[f"w{i}"] = m.weight.detach().numpy()
+        arrays[f"b{i}"] = m.bias.detach().numpy()
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ONE_THREAD_XLA if threads == 1 else ""
+    env.pop("PYTHONPATH", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in.npz"), Path(tmp, "out.npz")
+        np.savez(src, **arrays)
+        subprocess.run(
+            [str(NT_PYTHON), str(Path(__file__).with_name("ntk_peer.py")), src, dst, str(repeats)],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        out = dict(np.load(dst))
+    return {
+        k[: -len("_times")]: (
+            float(v.min()),
+            torch.from_numpy(out[k[: -len("_times")] + "_kernel"]),
+        )
+        for k, v in out.items()
+        if k.endswith("_times")
+    }
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref.double()).abs().max() / ref.double().abs().max())
+
+
+def full_ntk_rows(
+    name: str, model: nn.Module, x: torch.Tensor, *, arch: str | None, rounds: int, threads: int
+) -> list[list]:
+    """kernelens, the torch.func Jacobian recipe and (for ``arch``) neural-tangents, in
+    ``rounds`` interleaved rounds; each figure is the min over all its timed calls."""
+    model = model.eval()
+    ours_t, jac_t, peer_t = [], [], {}
+    peer_k = {}
+    ours = empirical_ntk(model, x)  # warm-up
+    for _ in range(rounds):
+        t = time_call(lambda: empirical_ntk(model, x), warmup=0, repeats=3)
+        ours_t.append(t.min)
+        with math_attention():  # the fused attention kernels have no forward AD
+            j = time_call(lambda: recipe_jacobian_contraction(model, x, x), warmup=0, repeats=1)
+        jac_t.append(j.min)
+        if arch is not None:
+            for impl, (sec, k) in run_peer(arch, model, x, 5, threads).items():
+                peer_t.setdefault(impl, []).append(sec)
+                peer_k[impl] = k
+    ours_s, ref = min(ours_t), j.value
+    flops = _executed_flops(lambda: empirical_ntk(model, x))
+    rows = [
+        [
+            name,
+            "kernelens empirical_ntk (auto)",
+            ours_s,
+            1.0,
+            f"{flops / 1e9:.3f}",
+            f"{flops / ours_s / 1e9:.1f}",
+            _rel(ours, ref),
+        ],
+        [name, "torch.func Jacobian contraction", min(jac_t), min(jac_t) / ours_s, "-", "-", "ref"],
     ]
-
-    def apply_fn(params, xs):
-        h = xs
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        return h
-
-    xj = jnp.asarray(x.numpy())
-    ref = empirical_ntk(model.eval(), x).numpy()
-    rows = []
-    for impl in (
-        nt.NtkImplementation.JACOBIAN_CONTRACTION,
-        nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
-        nt.NtkImplementation.STRUCTURED_DERIVATIVES,
-    ):
-        fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl))
-        name = f"neural-tangents {impl.name.lower()} (jit)"
-        try:
-            t = time_call(lambda fn=fn: fn(xj, None, params).block_until_ready(), repeats=3)
-        except Exception as exc:  # an incompatibility of the peer with the installed JAX
-            rows.append(["MLP 784-512-512-10", name, "failed", "-", "-", type(exc).__name__])
-            continue
-        err = float(abs(t.value - ref).max() / abs(ref).max())
+    for impl, secs in peer_t.items():
         rows.append(
             [
-                "MLP 784-512-512-10",
                 name,
-                t.median,
-                t.median / ours_seconds,
+                f"neural-tangents {impl} (stax, jit)",
+                min(secs),
+                min(secs) / ours_s,
                 "-",
-                f"{err:.1e}",
+                "-",
+                _rel(peer_k[impl], ref),
             ]
         )
     return rows
+
+
+def gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+    """torch.matmul GFLOP/s on ``[m, k] x [k, n]`` float32 (min of ``repeats``)."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    t = time_call(lambda: a @ b, warmup=3, repeats=repeats)
+    return 2 * m * k * n / t.min / 1e9
 
 
 def _executed_flops(fn) -> float:
@@ -287,13 +260,65 @@ def trace_rows(points: list[tuple[int, int]]) -> list[list]:
     return rows
 
 
-TITLE = "ntk: empirical NTK vs torch.func recipes"
+TITLE = "ntk: empirical NTK vs neural-tangents and the torch.func recipe"
+
+
+def full_tables(rounds: int) -> tuple[str, str]:
+    """The full-NTK table at one and two threads, and the GEMM-rate lines."""
+    rows, gemm_lines = [], []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        cases = [
+            ("MLP 784-512-512-10, N=48", mlp(), torch.randn(48, 784), "mlp"),
+            (
+                "CNN conv32-s1-same, conv32-s2, dense10, N=32, 28x28",
+                CNN(),
+                torch.randn(32, 1, 28, 28),
+                "cnn",
+            ),
+            (
+                "2 pre-norm blocks d=64 (4 heads, ff 128), N=16, T=16",
+                Transformer(),
+                torch.randint(0, 64, (16, 16)),
+                None,
+            ),
+        ]
+        for name, model, x, arch in cases:
+            for r in full_ntk_rows(name, model, x, arch=arch, rounds=rounds, threads=threads):
+                rows.append([threads, *r])
+        g = gemm_rate(480, 512, 480)
+        g2 = matmul_gflops(dtype=torch.float32)
+        gemm_lines.append(
+            f"{threads} thread(s): torch.matmul float32 [480, 512] x [512, 480] (the MLP's Gram "
+            f"shape): {g:.1f} GFLOP/s; 2048 x 2048: {g2:.1f} GFLOP/s; the MLP's kernelens rate "
+            f"is {_gemm_fraction(rows, threads, g):.0%} of the Gram-shape GEMM rate."
+        )
+    table = markdown_table(
+        [
+            "threads",
+            "model",
+            "implementation",
+            "seconds (min)",
+            "x kernelens",
+            "executed GFLOP",
+            "GFLOP/s",
+            "max rel. diff vs recipe",
+        ],
+        rows,
+    )
+    return table, "\n".join(f"- {line}" for line in gemm_lines)
+
+
+def _gemm_fraction(rows: list[list], threads: int, gemm: float) -> float:
+    r = next(r for r in rows if r[0] == threads and r[1].startswith("MLP") and "kernelens" in r[2])
+    return float(r[6]) / gemm
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="append the tables to BENCHMARKS.md")
-    ap.add_argument("--quick", action="store_true", help="small trace grid")
+    ap.add_argument("--quick", action="store_true", help="small trace grid, fewer rounds")
     ap.add_argument("--trace-point", nargs=2, type=int, metavar=("N", "WIDTH"))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
@@ -302,42 +327,15 @@ def main() -> None:
     if args.trace_point:
         print(json.dumps(trace_point(*args.trace_point)))
         return
-    torch.manual_seed(0)
-    n = 48
-    rows = []
-    m = mlp()
-    x = torch.randn(n, 784)
-    rows += full_ntk_rows("MLP 784-512-512-10", m, x, repeats=5)
-    rows += neural_tangents_rows(m, x, ours_seconds=rows[0][2])
-    rows += full_ntk_rows("CNN 2 conv + linear, 28x28", CNN(), torch.randn(n, 1, 28, 28), 3)
-    ids = torch.randint(0, 64, (n, 16))
-    rows += full_ntk_rows("2-layer transformer (d=64, seq 16)", Transformer(), ids, 3)
-    matmul = matmul_gflops(dtype=torch.float32)
-    table1 = markdown_table(
-        [
-            "model",
-            "implementation",
-            "seconds",
-            "x slower than kernelens",
-            "GFLOP/s",
-            "max rel. diff",
-        ],
-        rows,
-    )
+    load_before = os.getloadavg()
+    table1, gemm = full_tables(rounds=2 if args.quick else 3)
     print(table1)
-    print(f"torch.matmul float32: {matmul:.1f} GFLOP/s")
+    print(gemm)
+    torch.set_num_threads(1)
     grid = (
-        [(64, 512), (256, 512), (1024, 512), (1024, 128), (1024, 2048)]
+        [(64, 512), (256, 512), (1024, 512)]
         if args.quick
-        else [
-            (64, 512),
-            (256, 512),
-            (1024, 512),
-            (4096, 512),
-            (1024, 128),
-            (1024, 2048),
-            (1024, 4096),
-        ]
+        else [(64, 512), (256, 512), (1024, 512), (4096, 512), (1024, 128), (1024, 2048)]
     )
     table2 = markdown_table(
         ["N", "width", "seconds", "peak RSS MiB", "peak - before call MiB"], trace_rows(grid)
@@ -345,19 +343,25 @@ def main() -> None:
     print(table2)
     if args.record:
         machine = machine_description()
+        load_after = os.getloadavg()
         body = (
-            "Full NTK [N, N, O, O], N = 48, O = 10, float32. The NTK-vector-product recipe is "
-            "timed at N = 8 and scaled by (N/8)^2 (its cost is one vjp+jvp per example pair "
-            "and output). GFLOP/s = FLOPs of the matrix products kernelens executes (forward, "
-            "backward, Grams; counted by torch's FlopCounterMode in an untimed run) over its "
-            "time; torch.matmul float32 reaches "
-            f"{matmul:.1f} GFLOP/s on this machine with the same thread count. Ratios come "
-            "from the same process. neural-tangents (JAX 0.4.30, CPU, jit-compiled, timed after a "
-            "compiling call) runs in the benchmark venv, whose torch is the one listed above.\n\n"
+            f"torch {torch.__version__} for every kernelens and torch.func figure; "
+            "neural-tangents 0.6.5 on jax/jaxlib 0.4.23 (numpy 1.26, its own venv, "
+            "benchmarks/requirements-nt.txt), the network built with `stax` (standard "
+            "parameterisation, the same weights), jit-compiled, timed after a compiling call, "
+            "in a subprocess with XLA_FLAGS one-thread flags at 1 thread (XLA's defaults at 2). "
+            "Full NTK [N, N, O, O], float32. Each library is run in "
+            "interleaved rounds (kernelens 3 calls, the recipe 1, neural-tangents 5 per round); "
+            "figures are the min over all calls. Executed GFLOP = FLOPs of the matrix products "
+            "kernelens runs (torch's FlopCounterMode, untimed run). Measured under load: load "
+            f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores shared "
+            "with other jobs); quote the ratios, not the seconds.\n\n"
             + table1
-            + "\n\nTrace NTK [N, N] of MLP 784-w-w-10 (float32, default memory budget), each "
-            "point in a fresh process after a warm-up call; peak RSS (VmHWM, reset before the "
-            "call) includes the interpreter, torch and the N x N result:\n\n" + table2
+            + "\n\nGEMM rate on this machine (same load):\n\n"
+            + gemm
+            + "\n\nTrace NTK [N, N] of MLP 784-w-w-10 (float32, one thread, default memory "
+            "budget), each point in a fresh process after a warm-up call; peak RSS (VmHWM, reset "
+            "before the call) includes the interpreter, torch and the N x N result:\n\n" + table2
         )
         record(TITLE, body, machine=machine)
 
