@@ -96,7 +96,9 @@ class Transformer(nn.Module):
 
 
 # -- benchmarks --------------------------------------------------------------------------------
-NT_PYTHON = Path(os.environ.get("KERNELENS_NT_PYTHON", Path(__file__).parent.parent / ".venv-nt/bin/python"))
+NT_PYTHON = Path(
+    os.environ.get("KERNELENS_NT_PYTHON", Path(__file__).parent.parent / ".venv-nt/bin/python")
+)
 ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
