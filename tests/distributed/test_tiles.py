@@ -171,7 +171,7 @@ def test_closed_client_and_wrong_type_are_refused():
 
 def test_client_without_workers_is_refused():
     with (
-        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cl,
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl,
         distributed.Client(cl) as c,
     ):
         with pytest.raises(RuntimeError, match="no workers"):

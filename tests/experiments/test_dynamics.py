@@ -25,7 +25,7 @@ def test_spectrum_speed_uses_the_dynamics_prediction():
     import torch
     from torch import nn
 
-    from kernelens.experiments.ntk import _data, _run
+    from kernelens.experiments.ntk.spectrum_speed import _data, _run
 
     X, y = _data(30)
     r = _run(nn.Tanh, X, y, width=256, steps=40)

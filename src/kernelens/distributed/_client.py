@@ -52,7 +52,9 @@ def local_client(
         n_workers: worker processes.
         threads_per_worker: Dask threads per worker, and torch's intra-op threads there.
         memory_limit: per-worker memory limit passed to LocalCluster ("auto": RAM / n_workers).
-        dashboard: start the Bokeh dashboard (off by default; it needs extra packages).
+        dashboard: serve the scheduler's dashboard (needs bokeh). Off by default; the scheduler's
+            HTTP server then takes a free port, so several embedded clusters never collide
+            (``dashboard_address=None`` would mean Dask's default port 8787).
         **cluster_kwargs: passed to :class:`distributed.LocalCluster`.
 
     Yields:
@@ -71,7 +73,8 @@ def local_client(
         "threads_per_worker": threads_per_worker,
         "processes": True,
         "memory_limit": memory_limit,
-        "dashboard_address": ":0" if dashboard else None,
+        "dashboard_address": ":0",
+        "scheduler_kwargs": {"dashboard": dashboard},
     }
     kwargs.update(cluster_kwargs)
     with distributed.LocalCluster(**kwargs) as cluster, distributed.Client(cluster) as client:
