@@ -12,20 +12,28 @@ from .operator import LinearOperator
 __all__ = ["hutchinson_trace", "hutchpp_trace"]
 
 
-def _quadratic_form_sum(
+def _quadratic_forms(
     op: LinearOperator, G: torch.Tensor, block_size: int, *, project: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``sum_j g_j^T P A P g_j`` over the columns of ``G``, ``block_size`` columns at a time,
-    with ``P = I - Q Q^T`` when ``project`` is the orthonormal ``Q`` (else ``P = I``)."""
-    total = torch.zeros((), dtype=op.dtype, device=op.device)
+    """``g_j^T P A P g_j`` for every column of ``G`` -> ``[m]``, ``block_size`` columns at a
+    time, with ``P = I - Q Q^T`` when ``project`` is the orthonormal ``Q`` (else ``P = I``)."""
+    parts = []
     for start in range(0, G.shape[1], block_size):
         Z = G[:, start : start + block_size]
         if project is not None:
             Z = Z - project @ (project.T @ Z)
-        total = total + (Z * op.matmat(Z)).sum()
-    if not bool(torch.isfinite(total)):
+        parts.append((Z * op.matmat(Z)).sum(dim=0))
+    values = torch.cat(parts) if parts else torch.zeros(0, dtype=op.dtype, device=op.device)
+    if not bool(torch.isfinite(values).all()):
         raise ValueError("A returned non-finite values; check the operator.")
-    return total
+    return values
+
+
+def _quadratic_form_sum(
+    op: LinearOperator, G: torch.Tensor, block_size: int, *, project: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``sum_j g_j^T P A P g_j`` over the columns of ``G`` (see :func:`_quadratic_forms`)."""
+    return _quadratic_forms(op, G, block_size, project=project).sum()
 
 
 def hutchinson_trace(
@@ -66,7 +74,8 @@ def hutchpp_trace(
     *,
     seed: Seed = 0,
     block_size: int = 256,
-) -> torch.Tensor:
+    return_stderr: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Hutch++ estimate of ``tr(A)`` for symmetric ``A`` using ``num_matvecs`` products.
 
     A third of the budget sketches the dominant range ``Q = orth(A S)``, a third computes
@@ -80,9 +89,12 @@ def hutchpp_trace(
             exact part, the remaining ``m - 2 (m // 3)`` Hutchinson probes.
         seed: int, torch.Generator or None.
         block_size: probes per ``A.matmat`` call in the Hutchinson part.
+        return_stderr: also return the standard error of the estimate: the sample standard
+            deviation of the Hutchinson probes over ``sqrt(probes)`` (the sketched part is exact;
+            inf with a single probe).
 
     Returns:
-        0-d tensor in the dtype of ``A``.
+        0-d tensor in the dtype of ``A``; with ``return_stderr``, ``(estimate, stderr)``.
     """
     op = as_square_operator(A, "A", symmetric=True)
     m = check_positive_int(num_matvecs, "num_matvecs", minimum=3)
@@ -97,4 +109,9 @@ def hutchpp_trace(
         G = random_block(n, probes, **kw)
         Q = orthonormalize(op.matmat(S))
         exact = _quadratic_form_sum(op, Q, max(1, Q.shape[1]))
-        return exact + _quadratic_form_sum(op, G, block_size, project=Q) / probes
+        values = _quadratic_forms(op, G, block_size, project=Q)
+        estimate = exact + values.sum() / probes
+        if not return_stderr:
+            return estimate
+        spread = values.std() / probes**0.5 if probes > 1 else torch.tensor(float("inf"))
+        return estimate, spread.to(estimate.dtype)

@@ -19,7 +19,7 @@ from torch import nn
 
 from .._memory import element_size, resolve_memory_budget
 from .._validation import check_positive_int
-from ..linalg import LinearOperator, entropy_effective_rank, lanczos_eigh
+from ..linalg import LinearOperator, entropy_effective_rank, hutchpp_trace, lanczos_eigh
 from .operator import NTKOperator, OperatorOutput
 
 __all__ = ["NTKSpectrum", "spectrum"]
@@ -55,24 +55,10 @@ class NTKSpectrum:
     condition: float
 
 
-def _rademacher(n: int, m: int, gen: torch.Generator, like: LinearOperator) -> torch.Tensor:
-    z = torch.randint(0, 2, (n, m), generator=gen, dtype=torch.int8).to(like.device, like.dtype)
-    return 2 * z - 1
-
-
-def _hutchpp(matmat, n: int, m: int, gen: torch.Generator, like) -> tuple[float, float]:
-    """Hutch++ ``(estimate, standard error)`` of ``tr(A)``, ``A`` given by ``matmat``:
-    ``m // 3`` sketch columns, as many exact products, and the rest Hutchinson probes of
-    the deflated ``(I - QQ^T) A (I - QQ^T)``, whose sample spread gives the error."""
-    sketch = m // 3
-    probes = m - 2 * sketch
-    Q = torch.linalg.qr(matmat(_rademacher(n, sketch, gen, like))).Q
-    exact = float((Q * matmat(Q)).sum())
-    Z = _rademacher(n, probes, gen, like)
-    Z = Z - Q @ (Q.T @ Z)
-    vals = (Z * matmat(Z)).sum(0)
-    stderr = float(vals.std() / math.sqrt(probes)) if probes > 1 else float("inf")
-    return exact + float(vals.mean()), stderr
+def _hutchpp(op: LinearOperator, m: int, gen: torch.Generator) -> tuple[float, float]:
+    """Hutch++ ``(estimate, standard error)`` of ``tr(op)`` (one home: linalg.hutchpp_trace)."""
+    est, se = hutchpp_trace(op, m, seed=gen, return_stderr=True)
+    return float(est), float(se)
 
 
 def _trace_and_ratio(
@@ -90,8 +76,15 @@ def _trace_and_ratio(
     if isinstance(op, NTKOperator):
         tr, tr_se = float(op.diagonal().sum()), 0.0
     else:
-        tr, tr_se = _hutchpp(op.matmat, n, m, gen, op)
-    tr2, tr2_se = _hutchpp(lambda V: op.matmat(op.matmat(V)), n, m, gen, op)
+        tr, tr_se = _hutchpp(op, m, gen)
+    square = LinearOperator(
+        op.shape,
+        lambda V: op.matmat(op.matmat(V)),
+        dtype=op.dtype,
+        device=op.device,
+        symmetric=True,
+    )
+    tr2, tr2_se = _hutchpp(square, m, gen)
     if tr2 <= 0:
         raise ValueError(
             "the estimated tr(Theta^2) is not positive; raise trace_matvecs for a usable "
