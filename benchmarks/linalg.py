@@ -8,7 +8,7 @@
    2 right-hand sides, matrix-free (tiled, 512 MiB budget): CG without preconditioner, with
    the EigenPro (subsample) and Nystrom preconditioners, a few EigenPro epochs, and the dense
    Cholesky solve as the reference.
-3. Large n: solve_kernel_system(method="cg") at n = 40000 (default) under a 1 GiB budget (the RFM
+3. Large n: solve_kernel_system(solver="cg") at n = 40000 (default) under a 1 GiB budget (the RFM
    use case), peak memory included.
 4. Trace estimation error at equal matvecs: Hutch++ vs Hutchinson on a kernel Gram.
 
@@ -150,7 +150,7 @@ def bench_kernel_system(n: int, d: int = 16, shift: float = 1e-2, tol: float = 1
     )
     return markdown_table(
         [
-            "method",
+            "solver",
             "seconds",
             "iterations / epochs",
             f"converged (rel. residual {tol:g})",
@@ -170,7 +170,7 @@ def bench_large(n: int, d: int = 16, shift: float = 1e-2, tol: float = 1e-3) -> 
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     res = solve_kernel_system(
-        kern, X, Y, shift=shift, method="cg", tol=tol, memory_budget=budget, warn=False
+        kern, X, Y, shift=shift, solver="cg", tol=tol, memory_budget=budget, warn=False
     )
     t = time.perf_counter() - t0
     gram_gib = n * n * 4 / 2**30
@@ -188,7 +188,7 @@ def bench_large(n: int, d: int = 16, shift: float = 1e-2, tol: float = 1e-3) -> 
         [
             [
                 n,
-                res.method,
+                res.solver,
                 t,
                 res.iterations,
                 res.converged,

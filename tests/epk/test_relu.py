@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -120,5 +121,10 @@ def test_kink_refinement_without_vmap_gives_the_same_roots(toy_data, x_test, mon
         return fail
 
     monkeypatch.setattr(kinks_mod, "vmap", no_batching_rule)
-    assert locator.locate(x_test, w0, delta) == batched
+    looped = locator.locate(x_test, w0, delta)
+    # the same kinks; a root may differ in its last bits (the batched and looped forwards
+    # round differently), so the locations agree to round-off, not bit for bit
+    assert [len(r) for r in looped] == [len(r) for r in batched]
+    for a, b in zip(looped, batched, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     assert any(batched)

@@ -112,12 +112,12 @@ def test_eigenpro_bad_input() -> None:
 # -- solve_kernel_system ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["cholesky", "cg"])
-def test_solve_kernel_system_matches_scipy(method: str) -> None:
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_solve_kernel_system_matches_scipy(solver: str) -> None:
     X, Y = _data(500)
     k, shift = make_kernel("laplace", bandwidth=2.0), 1e-2
-    res = solve_kernel_system(k, X, Y, shift=shift, method=method, tol=1e-10, rank=50)
-    assert res.method == method and res.converged
+    res = solve_kernel_system(k, X, Y, shift=shift, solver=solver, tol=1e-10, rank=50)
+    assert res.solver == solver and res.converged
     ref = _exact(k, X, Y, shift)
     np.testing.assert_allclose(res.x.numpy(), ref, rtol=0, atol=1e-6 * np.abs(ref).max())
     assert bool((res.residual_norm <= 1e-9).all())
@@ -127,17 +127,17 @@ def test_auto_picks_cholesky_or_cg_by_memory_budget() -> None:
     X, Y = _data(400)
     k = _gaussian()
     roomy = solve_kernel_system(k, X, Y, shift=1e-2)
-    assert roomy.method == "cholesky" and roomy.iterations == 0
+    assert roomy.solver == "cholesky" and roomy.iterations == 0
     # 3 * 400^2 * 8 bytes = 3.8 MB does not fit 2 MB: matrix-free CG within the budget
     tight = solve_kernel_system(k, X, Y, shift=1e-2, memory_budget=2 * 2**20, tol=1e-10, rank=30)
-    assert tight.method == "cg" and tight.converged
+    assert tight.solver == "cg" and tight.converged
     np.testing.assert_allclose(
         tight.x.numpy(), roomy.x.numpy(), rtol=0, atol=1e-6 * float(roomy.x.abs().max())
     )
     ep = solve_kernel_system(
-        k, X, Y[:, 0], shift=1e-2, method="eigenpro", tol=1e-3, max_iter=40, rank=30
+        k, X, Y[:, 0], shift=1e-2, solver="eigenpro", tol=1e-3, max_iter=40, rank=30
     )
-    assert ep.method == "eigenpro" and ep.converged and ep.x.shape == (400,)
+    assert ep.solver == "eigenpro" and ep.converged and ep.x.shape == (400,)
 
 
 def test_kernel_operator_for_plain_callables_and_kernels() -> None:
@@ -151,7 +151,7 @@ def test_kernel_operator_for_plain_callables_and_kernels() -> None:
 
 def test_solve_kernel_system_bad_input() -> None:
     X, Y = _data(30)
-    with pytest.raises(ValueError, match="method"):
-        solve_kernel_system(_gaussian(), X, Y, shift=1e-2, method="lu")
+    with pytest.raises(ValueError, match="solver"):
+        solve_kernel_system(_gaussian(), X, Y, shift=1e-2, solver="lu")
     with pytest.raises(ValueError, match="shift"):
         solve_kernel_system(_gaussian(), X, Y, shift=-1.0)
