@@ -35,7 +35,7 @@ from ...dynamics import gradient_descent_mse
 from ...linalg import participation_ratio
 from ...ntk import empirical_ntk
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from ._nets import ntk_mlp
 
 __all__ = ["dynamics_qec", "wilson_interval"]
@@ -243,8 +243,17 @@ def dynamics_qec(quick: bool = True) -> Result:
     metrics = {"settings where NTK beats no correction": float(wins), "settings": float(len(grid))}
     for row in rows:
         metrics[f"{row[0].split(':')[0]} d={row[1]} p={row[2]} {row[3]}"] = row[4]
+    claim = Claim(
+        "Syndrome decoding is a learning task that a wide network, analysed through its NTK, "
+        "can perform.",
+        f"the analytic-NTK decoder beats no correction (disjoint 95 % intervals) in {wins} of "
+        f"{len(grid)} settings",
+        "reproduced" if ok else "not reproduced",
+        source="001, quantum error correction",
+    )
     return Result(
         name="dynamics_qec",
+        claims=[claim],
         title="NTK decoders for quantum error correction",
         summary=summary,
         tables=[

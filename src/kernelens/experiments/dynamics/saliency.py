@@ -20,7 +20,7 @@ from torch import nn
 from ...data import fashion_mnist
 from ...dynamics import saliency_vs_ntk_diagonal
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 
 __all__ = ["dynamics_saliency"]
 
@@ -127,8 +127,16 @@ def dynamics_saliency(quick: bool = True) -> Result:
         f"[{np.nanmin(pix):.2f}, {np.nanmax(pix):.2f}] (median {np.nanmedian(pix):.2f}). "
         f"Verdict (Spearman >= {MIN_SPEARMAN:g} with p < {P_VALUE:g}): {verdict}."
     )
+    claim = Claim(
+        "The NTK diagonal Theta(x, x) correlates with the magnitude of the saliency map.",
+        f"Spearman {trained.spearman:.2f} (p = {pvals['trained']:.2g}) after training, "
+        f"{init.spearman:.2f} at initialisation",
+        "reproduced" if ok else "not reproduced",
+        source="001, explainable AI",
+    )
     return Result(
         name="dynamics_saliency",
+        claims=[claim],
         title="NTK diagonal vs saliency",
         summary=summary,
         tables=[

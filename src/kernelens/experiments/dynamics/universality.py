@@ -20,7 +20,7 @@ import torch
 from ... import infinite as inf
 from ...dynamics import gradient_descent_mse_ensemble
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 
 __all__ = ["TARGETS", "dynamics_universality"]
 
@@ -119,8 +119,17 @@ def dynamics_universality(quick: bool = True) -> Result:
     )
     metrics = {f"{k} sup error N={sizes[-1]}": v for k, v in last.items()}
     metrics["reproduced"] = float(verdict_ok)
+    claim = Claim(
+        "In the infinite-width limit gradient descent converges to an approximation of any "
+        "continuous target when the NTK is universal.",
+        f"sup error / target range at N = {sizes[0]} -> {sizes[-1]}: "
+        + "; ".join(f"{k} {first[k]:.3g} -> {last[k]:.3g}" for k in TARGETS),
+        "reproduced" if verdict_ok else "not reproduced",
+        source="001, the infinite-width limit (universality)",
+    )
     return Result(
         name="dynamics_universality",
+        claims=[claim],
         title="Universality of NTK gradient descent",
         summary=summary,
         tables=[

@@ -16,7 +16,7 @@ import kernelens.infinite as inf
 from ...data import digits, fashion_mnist
 from ...ntk import empirical_ntk
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from ._common import verdict
 
 __all__ = ["finite_vs_infinite"]
@@ -99,8 +99,20 @@ def finite_vs_infinite(quick: bool = True) -> Result:
         "kernel and of the trained finite network to within the differences shown. Verdict: "
         f"{verdict(ok, quick)}."
     )
+    claim = Claim(
+        "In the infinite-width limit training is kernel regression with the NTK: wide "
+        "networks train like it.",
+        "; ".join(
+            f"{r[0]}: analytic NTK {r[3]:.3f}, empirical NTK {r[5]:.3f}, trained network "
+            f"{r[6]:.3f} test accuracy"
+            for r in rows
+        ),
+        "reproduced" if ok else "not reproduced",
+        source="001, the infinite-width limit and lazy training",
+    )
     return Result(
         name="finite_vs_infinite",
+        claims=[claim],
         title="Finite against infinite networks (digits, Fashion-MNIST)",
         summary=summary,
         tables=[Table("Test accuracy",

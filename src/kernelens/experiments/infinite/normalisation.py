@@ -21,7 +21,7 @@ import torch
 import kernelens.infinite as inf
 
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from ._common import sphere_points, verdict
 
 __all__ = ["normalisation_centring"]
@@ -87,8 +87,19 @@ def normalisation_centring(quick: bool = True) -> Result:
         "channel's whole spatial field, with no closed form; kernelens refuses it with "
         f"InfiniteWidthError rather than approximate it. Verdict (layer norm): {verdict(ok, quick)}."
     )
+    claim = Claim(
+        "Normalisation centres the features within an instance: the kernel becomes that of "
+        "the mean-centred features.",
+        "LayerNorm networks against the centred limit: off by "
+        + ", ".join(f"{r[2]:.1e} ({r[0]})" for r in rows)
+        + "; the uncentred kernel by "
+        + ", ".join(f"{r[3]:.2f}" for r in rows),
+        "reproduced" if ok else "not reproduced",
+        source="001, the infinite-width limit (normalisation)",
+    )
     return Result(
         name="normalisation_centring",
+        claims=[claim],
         title="Normalisation as centring",
         summary=summary,
         tables=[Table("Relative error against the empirical kernel",
