@@ -231,7 +231,7 @@ def ordered_chaotic(quick: bool = True) -> Result:
     scales = {"ordered": 0.6 * edge, "edge": edge, "chaotic": 1.8 * edge}
     depths = [1, 8, 64] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
     split = digits(dtype=torch.float64)
-    n_train, n_test = (60, 60) if quick else (500, 500)
+    n_train, n_test = (60, 60) if quick else (500, len(split.X_test))  # digits: 450 test
     xtr = split.X_train[:n_train].reshape(n_train, -1)
     xte = split.X_test[:n_test].reshape(n_test, -1)
     mean = xtr.mean(0)

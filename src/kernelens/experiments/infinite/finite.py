@@ -33,6 +33,8 @@ def _accuracy(pred, labels) -> float:
 
 
 def _prepare(split, n_train, n_test):
+    # at most what the split holds (digits has 450 test images)
+    n_train, n_test = min(n_train, len(split.X_train)), min(n_test, len(split.X_test))
     xtr = split.X_train[:n_train].reshape(n_train, -1).double()
     xte = split.X_test[:n_test].reshape(n_test, -1).double()
     mean, scale = xtr.mean(0), xtr.std() + 1e-12
@@ -88,7 +90,7 @@ def finite_vs_infinite(quick: bool = True) -> Result:
     metrics["reproduced"] = float(ok)
     summary = (
         "Claim (seed 001): wide networks train like kernel regression with their NTK. Test "
-        f"accuracy ({n_train} training / {n_test} test images, width-{width} ReLU MLP): "
+        f"accuracy ({n_train} training / up to {n_test} test images (digits has 450), width-{width} ReLU MLP): "
         + "; ".join(
             f"{r[0]}: analytic NTK {r[3]:.3f}, NNGP {r[4]:.3f}, empirical NTK at init "
             f"{r[5]:.3f} (kernel {r[8]:.1%} from the analytic one), trained network {r[6]:.3f} "

@@ -24,7 +24,7 @@ from torch import nn
 from ...data import fashion_mnist
 from ...sparse import SparseKernelLayer, median_neighbor_distance
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from .backbones import backbone_features
 from .cnn import READOUT_REG, SmallCNN, accuracy, batched, one_hot
 from .labels import mean_se, subset
@@ -280,6 +280,16 @@ def sparse_augment(quick: bool = True) -> Result:
         f"the better other branch ({best_other}) {d:+.4f} +- {dse:.4f}. **Verdict:** {verdict}."
         + (" Quick mode: 2 seeds, 1-epoch CNN on 1000 images." if quick else "")
     )
+    claims = [
+        Claim(
+            "SK modules augment existing models and improve their performance when used as "
+            "additional components.",
+            f"gain of the SK branch over plain fine-tuning {sk_gain:+.4f} +- {sk_se:.4f}; SK "
+            f"minus the better other branch ({best_other}) {d:+.4f} +- {dse:.4f}",
+            "reproduced" if sk_gain - 2 * sk_se > 0 else "not reproduced",
+            source="004 (Sparse Kernels), augmentation",
+        )
+    ]
     return Result(
         "sparse_augment",
         "Augmenting a trained CNN: SK vs MLP and k-NN memory branches",
@@ -294,4 +304,5 @@ def sparse_augment(quick: bool = True) -> Result:
         [("Gain over plain fine-tuning (error bars: paired SE over seeds)", fig)],
         metrics,
         quick=quick,
+        claims=claims,
     )

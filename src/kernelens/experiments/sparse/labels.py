@@ -26,7 +26,7 @@ from torch import nn
 
 from ...sparse import SparseKernelLayer, median_neighbor_distance
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from .backbones import BackboneFeatures, backbone_features
 from .cnn import (
     READOUT_K,
@@ -259,6 +259,17 @@ def _labels_result(backbone: str, quick: bool, exp_name: str, title: str) -> Res
             else ""
         )
     )
+    claims = [
+        Claim(
+            "SK readouts match the performance of trained neural readouts with substantially "
+            "less training.",
+            f"m = {m} labels: SK (no training) minus the better trained head ({best_m}) "
+            f"{d_m:+.3f} +- {se_m:.3f}",
+            "reproduced" if holds[m] else "not reproduced",
+            source="004 (Sparse Kernels), readouts",
+        )
+        for m, best_m, d_m, se_m, _ in claim_rows
+    ]
     return Result(
         exp_name,
         title,
@@ -278,6 +289,7 @@ def _labels_result(backbone: str, quick: bool, exp_name: str, title: str) -> Res
         [("Test accuracy vs labelled examples (error bars: SE over seeds)", fig)],
         metrics,
         quick=quick,
+        claims=claims,
     )
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from ..._progress import progress
 from ...sparse import SparseKernelLayer, median_neighbor_distance
 from ..registry import register
-from ..result import Result, Table
+from ..result import Claim, Result, Table
 from .labels import mean_se
 
 __all__ = ["DQNConfig", "DQNRun", "run_dqn", "sparse_dqn"]
@@ -357,6 +357,16 @@ def sparse_dqn(quick: bool = True) -> Result:
             "early-learning returns."
         )
     )
+    claims = [
+        Claim(
+            "In RL, an SK readout serves as the Q-head, matching a trained neural readout.",
+            f"greedy CartPole return: SK {metrics['sk eval return']:.1f} +- "
+            f"{metrics['sk eval se']:.1f}, MLP {metrics['mlp eval return']:.1f} +- "
+            f"{metrics['mlp eval se']:.1f}",
+            "reproduced" if d >= -2 * d_se else "not reproduced",
+            source="004 (Sparse Kernels), reinforcement learning",
+        )
+    ]
     return Result(
         "sparse_dqn",
         "DQN on CartPole: SK Q-head vs MLP Q-head",
@@ -384,4 +394,5 @@ def sparse_dqn(quick: bool = True) -> Result:
         [("Training return vs steps (mean +- SE over seeds)", fig)],
         metrics,
         quick=quick,
+        claims=claims,
     )
