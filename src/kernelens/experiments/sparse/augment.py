@@ -244,10 +244,10 @@ def sparse_augment(quick: bool = True) -> Result:
     best_other = max(("k-NN memory", "MLP"), key=lambda v: metrics[f"{v} acc"])
     sk_vs = [a["acc"] - b["acc"] for a, b in zip(runs["SK"], runs[best_other])]
     d, dse = mean_se(sk_vs)
+    improves = sk_gain - 2 * sk_se > 0
     if quick:
         verdict = "inconclusive (quick mode)"
     else:
-        improves = sk_gain - 2 * sk_se > 0
         beats = d - 2 * dse > 0
         verdict = "reproduced" if improves else "not reproduced"
         verdict += (
@@ -286,7 +286,7 @@ def sparse_augment(quick: bool = True) -> Result:
             "additional components.",
             f"gain of the SK branch over plain fine-tuning {sk_gain:+.4f} +- {sk_se:.4f}; SK "
             f"minus the better other branch ({best_other}) {d:+.4f} +- {dse:.4f}",
-            "reproduced" if sk_gain - 2 * sk_se > 0 else "not reproduced",
+            "reproduced" if improves else "not reproduced",
             source="004 (Sparse Kernels), augmentation",
         )
     ]

@@ -157,10 +157,8 @@ def sparse_variance(quick: bool = True) -> Result:
     margin = metrics[f"AUROC SK margin (k={READOUT_K})"]
     wide = metrics[f"AUROC SK variance k={ks[-1]}"]
     gp_same = metrics["AUROC exact GP std (same kernel), SK errors"]
-    if quick:
-        verdict = "inconclusive (quick mode)"
-    else:
-        verdict = "reproduced" if a - 2 * se > 0.5 else "not reproduced"
+    flags = a - 2 * se > 0.5  # the AUROC exceeds chance by more than two standard errors
+    verdict = "inconclusive (quick mode)" if quick else "reproduced" if flags else "not reproduced"
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.barh([r[0] for r in rows], [r[1] for r in rows], xerr=[r[2] for r in rows], color="tab:blue")
     ax.axvline(0.5, color="k", ls=":")
@@ -196,7 +194,7 @@ def sparse_variance(quick: bool = True) -> Result:
         "has, flags its wrong predictions.",
         f"AUROC of the local variance for the readout's errors {a:.3f} +- {se:.3f} (0.5 = "
         f"chance; the margin gives {margin:.3f})",
-        "reproduced" if a - 2 * se > 0.5 else "not reproduced",
+        "reproduced" if flags else "not reproduced",
         source="004 (Sparse Kernels), issue 18",
     )
     return Result(
